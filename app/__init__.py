@@ -1,0 +1,1 @@
+"""Streamlit UI. Never builds tensors: pages read widgets, call core, draw."""

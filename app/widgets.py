@@ -1,0 +1,106 @@
+"""Small shared UI pieces: the dataset picker, cached index loading, an image grid and a pager."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from core import settings
+from core.errors import WorkbenchError
+
+DATASET_KEY = "dataset_root"
+
+
+def candidate_datasets() -> list[Path]:
+    """Folders directly under each configured data root (the roots themselves if they hold images)."""
+    found: list[Path] = []
+    for root in settings.load().data_roots:
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                found.append(child)
+    return found
+
+
+def _fingerprint(root: str) -> tuple:
+    """Cheap modification state of a dataset: mtimes of the root and its first two levels."""
+    parts = []
+    base = Path(root)
+    for path in [base, *base.glob("*"), *base.glob("*/*")][:200]:
+        try:
+            parts.append((str(path), os.stat(path).st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(parts)
+
+
+@st.cache_data(max_entries=4, show_spinner="Scanning the dataset…")
+def _scan_cached(root: str, fingerprint: int):
+    from core import datasets
+
+    return datasets.scan(root)
+
+
+def load_index(root: str | Path):
+    """The DatasetIndex of ``root``, cached by root and modification state. Raises WorkbenchError."""
+    fp = _fingerprint(str(root))
+    return _scan_cached(str(root), hash(fp))
+
+
+def dataset_sidebar() -> None:
+    """Sidebar select box of datasets under the data roots; the choice lives in session and URL."""
+    options = candidate_datasets()
+    with st.sidebar:
+        st.markdown("**Dataset**")
+        if not options:
+            st.info("No datasets under the data roots. Run `make run` (it generates data/demo) or set WORKBENCH_DATA_ROOTS.")
+            st.session_state[DATASET_KEY] = None
+            return
+        labels = [str(p) for p in options]
+        wanted = st.query_params.get("dataset") or st.session_state.get(DATASET_KEY)
+        default = labels.index(wanted) if wanted in labels else next(
+            (i for i, p in enumerate(options) if p.name == "demo"), 0
+        )
+        choice = st.selectbox(
+            "Dataset folder", labels, index=default, format_func=lambda s: Path(s).name, label_visibility="collapsed"
+        )
+        st.session_state[DATASET_KEY] = choice
+        st.caption(choice)
+
+
+def current_dataset_root() -> str | None:
+    return st.session_state.get(DATASET_KEY)
+
+
+def require_index():
+    """The current dataset's index, or an info/error box and ``st.stop()``."""
+    root = current_dataset_root()
+    if not root:
+        st.info("Pick a dataset in the sidebar.")
+        st.stop()
+    try:
+        return load_index(root)
+    except WorkbenchError as err:
+        st.error(str(err))
+        st.stop()
+
+
+def pager(total: int, page_size: int, key: str) -> tuple[int, int]:
+    """A page number input; returns (start, stop) of the items on the current page."""
+    pages = max(1, -(-total // page_size))
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, step=1, key=key)
+    start = (int(page) - 1) * page_size
+    return start, min(total, start + page_size)
+
+
+def image_grid(images: list[bytes], captions: list[str], columns: int = 6) -> None:
+    """Thumbnails (JPEG bytes) in rows of ``columns``; captions are plain text, never HTML."""
+    for row_start in range(0, len(images), columns):
+        cols = st.columns(columns)
+        for col, img, cap in zip(cols, images[row_start : row_start + columns], captions[row_start : row_start + columns]):
+            with col:
+                st.image(img, use_container_width=True)
+                st.caption(cap)

@@ -1,0 +1,1 @@
+"""The workbench library: datasets, transforms, training, review and inference. Never imports streamlit."""

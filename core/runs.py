@@ -1,0 +1,237 @@
+"""The run-folder format, read and written in this one place.
+
+A run (a training job, an imported checkpoint) or a prediction job is a folder::
+
+    <folder>/
+      config.json               what to do: TrainConfig.to_dict() (+ "kind": "train"|"imported"),
+                                or a prediction config ("kind": "predict")
+      status.json               state (queued|running|completed|failed|cancelled), pid, started_at,
+                                heartbeat, finished_at, error, step, total_steps, epoch, message
+      metrics.jsonl             one JSON object per line, each with "step" and "epoch";
+                                logged steps add train_loss, train_acc, lr, images_per_s;
+                                epoch ends add val_loss, val_acc, val_f1, val_f1_per_class
+      job.log                   the job's stdout/stderr
+      checkpoints/last.pt       plain dict: model, optimizer, scheduler, epoch, step, rng, config,
+      checkpoints/best.pt       model_name, task, classes (loaded with weights_only=True)
+      val_predictions.parquet   best epoch's validation predictions: path, group, label, pred, loss,
+                                p0..p{K-1}
+      tb/                       TensorBoard event files
+      cancel                    present when a cancel was asked for; the job checkpoints and stops
+
+Every write is atomic (temp file + os.replace) except metrics.jsonl and job.log, which are
+appended; readers skip a half-written last line. Timestamps are UNIX seconds (float).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.errors import CheckpointError, RunError
+from core.fsutil import atomic_write, atomic_write_json, read_json
+
+STATES = ("queued", "running", "completed", "failed", "cancelled")
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+ACTIVE_STATES = frozenset({"queued", "running"})
+
+_RUN_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Paths inside one run folder. Cheap to make; touches nothing on disk."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def id(self) -> str:
+        return self.root.name
+
+    config = property(lambda self: self.root / "config.json")
+    status = property(lambda self: self.root / "status.json")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    log = property(lambda self: self.root / "job.log")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    last_checkpoint = property(lambda self: self.root / "checkpoints" / "last.pt")
+    best_checkpoint = property(lambda self: self.root / "checkpoints" / "best.pt")
+    val_predictions = property(lambda self: self.root / "val_predictions.parquet")
+    tensorboard = property(lambda self: self.root / "tb")
+    cancel_flag = property(lambda self: self.root / "cancel")
+    lock = property(lambda self: self.root / ".lock")
+
+
+def validate_run_id(run_id: str) -> str:
+    if not _RUN_ID_OK.match(run_id or ""):
+        raise RunError(
+            f"run name {run_id!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 100), "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """A readable, sortable, unique-enough id such as ``run-20261129-162301-3f2a``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{prefix}-{stamp}-{os.urandom(2).hex()}"
+
+
+def create_run_folder(parent: str | os.PathLike, run_id: str | None = None, prefix: str = "run") -> RunFolder:
+    """Create a new, empty run folder. Exclusive: an existing folder is never reused."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    run_id = validate_run_id(run_id) if run_id else new_run_id(prefix)
+    root = parent / run_id
+    try:
+        root.mkdir()
+    except FileExistsError as err:
+        raise RunError(f"run folder {root} already exists: choose another run name") from err
+    return RunFolder(root)
+
+
+def open_run(path: str | os.PathLike) -> RunFolder:
+    run = RunFolder(path)
+    if not run.config.is_file():
+        raise RunError(f"{run.root}: not a run folder (no config.json)")
+    return run
+
+
+# ---- config and status -------------------------------------------------------------------
+
+
+def write_config(run: RunFolder, config: dict[str, Any]) -> None:
+    atomic_write_json(run.config, config)
+
+
+def read_config(run: RunFolder) -> dict[str, Any]:
+    cfg = read_json(run.config)
+    if not isinstance(cfg, dict):
+        raise RunError(f"{run.config}: missing or not a JSON object")
+    return cfg
+
+
+def read_status(run: RunFolder) -> dict[str, Any]:
+    status = read_json(run.status, default=None)
+    return status if isinstance(status, dict) else {"state": "queued"}
+
+
+def write_status(run: RunFolder, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into status.json (atomically) and return the new status."""
+    status = read_status(run)
+    status.update(fields)
+    if status.get("state") not in STATES:
+        raise ValueError(f"bad state {status.get('state')!r}")
+    atomic_write_json(run.status, status)
+    return status
+
+
+# ---- metrics --------------------------------------------------------------------------------
+
+
+def append_metrics(run: RunFolder, record: dict[str, Any]) -> None:
+    if "step" not in record or "epoch" not in record:
+        raise ValueError("a metrics record needs 'step' and 'epoch'")
+    line = json.dumps(record, default=float) + "\n"
+    with open(run.metrics, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+def read_metrics(run: RunFolder) -> pd.DataFrame:
+    """All metric records as a frame (one row per line); a half-written last line is skipped."""
+    rows = []
+    try:
+        with open(run.metrics, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return pd.DataFrame(rows)
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """torch.save into a temp file beside ``path`` and replace it: a crash keeps the old file."""
+    import torch
+
+    atomic_write(path, lambda fh: torch.save(checkpoint, fh), "wb")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: a file carrying pickled code is refused unrun."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path.name}: refused to load: it holds Python objects other than tensors and plain data "
+            "(a pickle that could run code). Save only a state_dict."
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint ({err})") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name}: expected a dict (state_dict or checkpoint), got {type(obj).__name__}")
+    return obj
+
+
+# ---- predictions --------------------------------------------------------------------------------
+
+
+def write_predictions(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda fh: frame.to_parquet(fh, index=False), "wb")
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: no predictions yet (the run has not finished an epoch)")
+    return pd.read_parquet(path)
+
+
+def probability_columns(frame: pd.DataFrame) -> list[str]:
+    cols = [c for c in frame.columns if re.fullmatch(r"p\d+", str(c))]
+    return sorted(cols, key=lambda c: int(c[1:]))
+
+
+# ---- listing ----------------------------------------------------------------------------------
+
+
+def list_run_folders(parent: str | os.PathLike) -> list[RunFolder]:
+    """Run folders under ``parent`` (those with a config.json), newest first."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    runs = [RunFolder(p) for p in parent.iterdir() if p.is_dir() and (p / "config.json").is_file()]
+    return sorted(runs, key=lambda r: r.config.stat().st_mtime, reverse=True)
+
+
+def tail(path: str | os.PathLike, max_bytes: int = 8000) -> str:
+    """The end of a text file (the job log), decoded leniently."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            return fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
