@@ -3,16 +3,19 @@
 A run (a training job, an imported checkpoint) or a prediction job is a folder::
 
     <folder>/
-      config.json               what to do: TrainConfig.to_dict() (+ "kind": "train"|"imported"),
-                                or a prediction config ("kind": "predict")
+      config.json               what to do: TrainConfig.to_dict() plus "kind": "train"; an imported
+                                checkpoint: {"kind": "imported", model, task, classes, img_size,
+                                eval_spec, train_spec, source}; a prediction job (under
+                                submissions/): {"kind": "predict", runs, tta, data}
       status.json               state (queued|running|completed|failed|cancelled), pid, started_at,
                                 heartbeat, finished_at, error, step, total_steps, epoch, message
       metrics.jsonl             one JSON object per line, each with "step" and "epoch";
                                 logged steps add train_loss, train_acc, lr, images_per_s;
                                 epoch ends add val_loss, val_acc, val_f1, val_f1_per_class
       job.log                   the job's stdout/stderr
-      checkpoints/last.pt       plain dict: model, optimizer, scheduler, epoch, step, rng, config,
-      checkpoints/best.pt       model_name, task, classes (loaded with weights_only=True)
+      checkpoints/last.pt       plain dict (loaded with weights_only=True): model (state_dict),
+      checkpoints/best.pt       model_name, task, classes, img_size, eval_spec, config; a training
+                                checkpoint adds optimizer, scheduler, scaler, epoch, step, rng
       val_predictions.parquet   best epoch's validation predictions: path, group, label, pred, loss,
                                 p0..p{K-1}
       tb/                       TensorBoard event files

@@ -5,6 +5,7 @@
 | WORKBENCH_DATA_ROOTS        | ./data             | os.pathsep-separated folders the app may open datasets under |
 | WORKBENCH_MODELS_DIR        | ./models           | where training runs are written                      |
 | WORKBENCH_SUBMISSIONS_DIR   | ./submissions      | where prediction jobs and submission.csv files go    |
+| WORKBENCH_SPECS_DIR         | ./specs            | named train/eval transform spec pairs (Augmentations page) |
 | WORKBENCH_CACHE_DIR         | ./.cache           | thumbnails and decoded-image caches                  |
 | WORKBENCH_MAX_JOBS          | 1                  | background jobs that may run at once                 |
 | WORKBENCH_UPLOAD_MAX_MEMBERS| 100000             | zip upload: most members                             |
@@ -44,6 +45,7 @@ class Settings:
     data_roots: tuple[Path, ...]  # folders whose sub-folders the app may open as datasets
     models_dir: Path  # training runs: models/<run-id>/
     submissions_dir: Path  # prediction jobs: submissions/<job-id>/
+    specs_dir: Path  # saved train/eval transform spec pairs: specs/<name>.json
     cache_dir: Path  # thumbnails and decoded-image caches (safe to delete)
     max_jobs: int = 1  # background jobs running at once; more wait as queued
     upload_max_members: int = 100_000  # zip upload limits, see core.archive
@@ -64,6 +66,7 @@ def load() -> Settings:
         data_roots=roots,
         models_dir=_path("WORKBENCH_MODELS_DIR", "models"),
         submissions_dir=_path("WORKBENCH_SUBMISSIONS_DIR", "submissions"),
+        specs_dir=_path("WORKBENCH_SPECS_DIR", "specs"),
         cache_dir=_path("WORKBENCH_CACHE_DIR", ".cache"),
         max_jobs=max(1, _int("WORKBENCH_MAX_JOBS", 1)),
         upload_max_members=_int("WORKBENCH_UPLOAD_MAX_MEMBERS", 100_000),

@@ -10,9 +10,15 @@ CONTRACT (stub; the augmentation work fills it in):
     build_pipeline(spec) -> v2.Compose   # input: PIL image or uint8 CHW tensor; output: float32 CHW tensor
                                          # (normalised if the spec has Normalize)
     build_stages(spec) -> dict[str, v2.Compose]   # "geometry", "colour", "tensor" in order
+    split_deterministic_prefix(spec) -> (prefix, rest)
+        # the leading steps that are deterministic geometry (Resize, CenterCrop, ...) and can be applied
+        # once and cached as uint8 by the training loader; `rest` is applied per sample, per epoch.
+        # build_pipeline(prefix) then build_pipeline(rest) on its uint8 output == build_pipeline(spec).
     output_size(spec, input_hw=(512, 384)) -> (h, w)   # final size the model receives
     PRESETS: dict[str, tuple[list, list]]   # name -> (train spec, eval spec): baseline, center-crop, light, strong
+    preset(name, img_size=None) -> (train, eval)  # a preset, optionally with its final Resize set to img_size
     check_pair(train_spec, eval_spec, input_hw=(512, 384)) -> list[str]   # findings in words; [] if they match
     denormalize(tensor, spec) -> uint8 HWC numpy for display
-    saved specs: save_named_pair(name, train, eval, folder) / list_named_pairs(folder) / load_named_pair(name, folder)
+    saved pairs (settings.specs_dir): save_named_pair(name, train, eval, folder=None) /
+        list_named_pairs(folder=None) -> list[str] / load_named_pair(name, folder=None) -> (train, eval)
 """
