@@ -100,7 +100,8 @@ def image_grid(images: list[bytes], captions: list[str], columns: int = 6) -> No
     """Thumbnails (JPEG bytes) in rows of ``columns``; captions are plain text, never HTML."""
     for row_start in range(0, len(images), columns):
         cols = st.columns(columns)
-        for col, img, cap in zip(cols, images[row_start : row_start + columns], captions[row_start : row_start + columns]):
+        row = slice(row_start, row_start + columns)
+        for col, img, cap in zip(cols, images[row], captions[row], strict=False):
             with col:
-                st.image(img, use_container_width=True)
+                st.image(img, width="stretch")
                 st.caption(cap)
