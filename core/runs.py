@@ -238,3 +238,65 @@ def tail(path: str | os.PathLike, max_bytes: int = 8000) -> str:
             return fh.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
+
+
+# ---- job bookkeeping (used by core.jobs) --------------------------------------------------------
+
+
+def lock_run_folder(run: RunFolder) -> int:
+    """Take the run folder's exclusive writer lock (flock on ``.lock``) and return its file descriptor.
+
+    The lock lives as long as the descriptor (so a killed job frees it at once); the holder's pid is
+    written into the lock file so a refused writer can say who holds it. Raises RunError when busy.
+    """
+    import fcntl
+
+    fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise RunError(f"run {run.id} is already being written by pid {holder}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def adopt_run_lock(run: RunFolder, fd: int) -> int:
+    """Take over a writer lock inherited from the launching process (same open file, so same flock).
+
+    Returns ``fd`` after recording this process as the holder; raises RunError if ``fd`` is not the
+    lock file of ``run``.
+    """
+    try:
+        same = os.fstat(fd).st_ino == os.stat(run.lock).st_ino
+    except OSError:
+        same = False
+    if not same:
+        raise RunError(f"run {run.id}: the inherited lock does not belong to this run folder")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def unlock_run_folder(fd: int) -> None:
+    os.close(fd)  # closing the descriptor releases the flock
+
+
+def request_cancel(run: RunFolder) -> None:
+    run.cancel_flag.touch()
+
+
+def clear_cancel(run: RunFolder) -> None:
+    run.cancel_flag.unlink(missing_ok=True)
+
+
+def cancel_requested(run: RunFolder) -> bool:
+    return run.cancel_flag.exists()
+
+
+def append_log(run: RunFolder, text: str) -> None:
+    """Append text to job.log (also the job's stdout/stderr, opened in append mode, so lines interleave)."""
+    with open(run.log, "a", encoding="utf-8") as fh:
+        fh.write(text if text.endswith("\n") else text + "\n")
