@@ -171,10 +171,10 @@ def collect_items(data: str | os.PathLike) -> Items:
     root = Path(data)
     if not root.is_dir():
         raise DatasetError(f"{root}: folder not found; give the eval folder (with info.csv) or a dataset folder")
-    if (root / "info.csv").is_file():
+    if (root / "info.csv").is_file() or (root / "eval" / "info.csv").is_file():  # an eval folder or its parent
         ev = datasets.scan_eval(root)
         frame = pd.DataFrame({"id": ev.frame["ImageID"].astype(str), "path": ev.frame["path"].astype(str), "label": -1})
-        return Items(root, "eval", frame, info_csv=Path(ev.info_csv), missing=[str(m) for m in ev.missing])
+        return Items(Path(ev.root), "eval", frame, info_csv=Path(ev.info_csv), missing=[str(m) for m in ev.missing])
     flat = sorted(p for p in root.iterdir() if p.is_file() and imageio.is_image_name(p.name))
     if flat and not any(p.is_dir() and not imageio.is_junk(p.name) for p in root.iterdir()):
         frame = pd.DataFrame({"id": [p.name for p in flat], "path": [str(p) for p in flat], "label": -1})
@@ -320,9 +320,9 @@ def predict(
             f"run {members[0].run_id} predicts task {members[0].task!r}; a submission needs the 18-class task 'class'"
         )
     paths = items.frame["path"].tolist()
-    absent = list(items.missing) + [f"{Path(p).name}: missing" for p in paths if not os.path.isfile(p)]
+    absent = sorted({*items.missing, *(Path(p).name for p in paths if not os.path.isfile(p))})
     if absent:
-        raise EvalImagesError(sorted(set(absent)))
+        raise EvalImagesError([f"{name}: missing (or not a plain file name inside images/)" for name in absent])
     if not paths:
         raise DatasetError(f"{items.root}: no images to predict")
 
@@ -422,6 +422,7 @@ def predict_to_files(
 # ---- prediction jobs (submissions/<id>/) ---------------------------------------------------------------------
 
 SUBMISSION_FILE = "submission.csv"
+IMAGE_PROBLEMS_FILE = "image_problems.json"  # written by a job stopped by missing/unreadable images
 
 
 def create_prediction_job(run_refs: Sequence[str | os.PathLike], data: str | os.PathLike, tta: bool,

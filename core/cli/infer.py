@@ -75,6 +75,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_job(folder: Path, batch_size: int, device: str | None) -> int:
     from core import infer, jobs
+    from core.fsutil import atomic_write_json
 
     config = infer.read_prediction_job(folder)
 
@@ -84,9 +85,14 @@ def _predict_job(folder: Path, batch_size: int, device: str | None) -> int:
             if ctx.cancel_requested():
                 raise jobs.JobCancelled()
 
-        summary = infer.predict_to_files(config["runs"], config["data"], folder / infer.SUBMISSION_FILE,
-                                         tta=config["tta"], batch_size=batch_size, device=device,
-                                         progress=progress)  # fmt: skip
+        try:
+            summary = infer.predict_to_files(config["runs"], config["data"], folder / infer.SUBMISSION_FILE,
+                                             tta=config["tta"], batch_size=batch_size, device=device,
+                                             progress=progress)  # fmt: skip
+        except infer.EvalImagesError as err:
+            # status.json keeps one line; the page lists every image from this file
+            atomic_write_json(folder / infer.IMAGE_PROBLEMS_FILE, {"images": err.images})
+            raise
         ctx.heartbeat(message=f"wrote {infer.SUBMISSION_FILE}: {summary['images']} images", force=True)
 
     jobs.run_job(folder, work)
