@@ -162,27 +162,24 @@ def _jpeg_header(path: str, fd: int, head: bytes, size: int) -> ImageHeader | No
         pos += 1
         if marker in _STANDALONE_MARKERS:
             continue
-        seg_len = struct.unpack_from(">H", head, pos)[0]
+        seg_len = (head[pos] << 8) | head[pos + 1]
         if seg_len < 2:
             raise ImageError(path, "unreadable", "corrupt JPEG header (bad segment length)")
-        if pos + seg_len > n:
+        end = pos + seg_len
+        if end > n:
             break
-        body = head[pos + 2 : pos + seg_len]
-        if marker == 0xE1 and body[:6] == b"Exif\x00\x00" and orientation == 1:
-            orientation = _exif_orientation(body[6:])
+        if marker == 0xE1 and orientation == 1 and head[pos + 2 : pos + 8] == b"Exif\x00\x00":
+            orientation = _exif_orientation(head[pos + 8 : end])
         elif marker in _SOF_MARKERS:
-            if len(body) < 5:
+            # EXIF (APP1) always precedes the frame header, so the walk can stop here.
+            if seg_len < 7:
                 raise ImageError(path, "unreadable", "corrupt JPEG frame header")
-            height, width = struct.unpack_from(">HH", body, 1)
-        elif marker == 0xDA:  # start of scan: the entropy-coded data follows
-            if not width:
-                raise ImageError(path, "unreadable", "JPEG without a frame header")
-            scan_start = pos + seg_len
-            _require_end(path, fd, size, max(scan_start, size - _TAIL_BYTES), b"\xff\xd9", "JPEG")
+            height, width = struct.unpack_from(">HH", head, pos + 3)
+            _require_end(path, fd, size, max(end, size - _TAIL_BYTES), b"\xff\xd9", "JPEG")
             return _oriented("JPEG", width, height, orientation)
-        elif marker == 0xD9:
-            raise ImageError(path, "unreadable", "JPEG ends before any image data")
-        pos += seg_len
+        elif marker in (0xDA, 0xD9):
+            raise ImageError(path, "unreadable", "JPEG without a frame header")
+        pos = end
     if n < size:
         return None  # headers longer than our window (huge EXIF/ICC blocks): let Pillow read them
     raise _truncated(path, "JPEG")
