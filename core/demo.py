@@ -52,7 +52,7 @@ WEAR, INCORRECT, NOT_WEAR = 0, 1, 2
 GENDERS = ("male", "female")
 # People in the real training set per (gender, age band); images per class follow from 7 photos each.
 REAL_PEOPLE = {(0, 0): 549, (0, 1): 410, (0, 2): 83, (1, 0): 732, (1, 1): 817, (1, 2): 109}
-NOISE_KINDS = ("gender", "age", "mask_swap")
+NOISE_KINDS = ("mask_swap", "gender", "age")  # the order they are planted in
 TRUTH_COLUMNS = ("path", "kind", "true_label", "given_label")
 EVAL_TRUTH_COLUMNS = ("ImageID", "ans", "mask", "gender", "age", "person")
 # The first bytes of a real AppleDouble file ("._name"): magic, version, "Mac OS X" filler.
@@ -153,23 +153,23 @@ def _boundary_error(rng: random.Random, band: int) -> tuple[int, int]:
 
 
 def _noise_plan(rng: random.Random, people: int, rate: float) -> dict[int, str]:
-    """Person index -> kind of planted error, so that about ``rate`` of the train images are wrong."""
+    """Person index -> kind of planted error, so that about ``rate`` of the train images are wrong.
+
+    Kinds take turns (a swap costs 2 photos, a wrong gender or age 7) until the target is reached, so
+    every kind appears once the target passes 9 photos and the overshoot is at most 6 photos.
+    """
     target = round(rate * people * len(PHOTOS))
     if rate > 0 and target == 0:
         target = 1
     cost = {"gender": len(PHOTOS), "age": len(PHOTOS), "mask_swap": 2}
     order = list(range(people))
     rng.shuffle(order)
-    kinds = list(NOISE_KINDS)
-    rng.shuffle(kinds)
     plan: dict[int, str] = {}
     planted = 0
     for step, index in enumerate(order):
         if planted >= target:
             break
-        kind = kinds[step % len(kinds)]
-        if cost[kind] > target - planted:
-            kind = "mask_swap"  # small remainders are filled with the 2-image error
+        kind = NOISE_KINDS[step % len(NOISE_KINDS)]
         plan[index] = kind
         planted += cost[kind]
     return plan
