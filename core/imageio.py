@@ -292,6 +292,7 @@ def _load(im: Image.Image, path: str | os.PathLike) -> None:
 
 def open_rgb(path: str | os.PathLike, min_size: tuple[int, int] | None = None) -> Image.Image:
     """The image as upright 8-bit RGB (see the module contract). ``min_size`` is (height, width)."""
+    read_header(path)  # cheap, and refuses bombs and truncated files before Pillow sees them
     with _open_pil(path) as im:
         orientation = _pil_orientation(im)
         if min_size is not None and im.format == "JPEG":
