@@ -1,0 +1,140 @@
+"""The Training page through Streamlit's AppTest: form, runs table, live panel, cancel/resume, compare."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import train_ui
+from core import jobs, runs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PAGE = "app_pages/train.py"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, demo_root):
+    monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(demo_root.parent))
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WORKBENCH_SPECS_DIR", str(tmp_path / "specs"))
+    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")
+    (tmp_path / "models").mkdir()
+    return tmp_path
+
+
+def open_page(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / "app" / "main.py"), default_timeout=180)
+    at.run()
+    at.switch_page(PAGE)
+    if query:
+        at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def fake_run(models: Path, run_id: str, state: str, lr: float = 1e-3, steps: int = 40, **status) -> runs.RunFolder:
+    """A run folder as a training job leaves it (no training needed to test the page)."""
+    run = runs.create_run_folder(models, run_id)
+    runs.write_config(run, {"kind": "train", "model": "small_cnn", "task": "mask", "lr": lr, "batch_size": 32,
+                            "img_size": [64, 48], "train_spec": [], "eval_spec": []})  # fmt: skip
+    now = time.time()
+    fields = {"state": state, "started_at": now - 60, "heartbeat": now, "step": steps, "total_steps": 40, "pid": None}
+    runs.write_status(run, **{**fields, **status})
+    for step in range(1, steps + 1):
+        record = {"step": step, "epoch": step // 20, "train_loss": 2.0 / step, "train_acc": 0.5 + step / 100}
+        if step % 20 == 0:
+            record.update(val_loss=1.0 / step, val_acc=0.6, val_f1=0.4 + step / 200 + lr)
+        runs.append_metrics(run, record)
+    runs.append_log(run, "epoch 1 done <b>not html</b>")
+    return run
+
+
+def test_page_renders_form_without_runs(env):
+    at = open_page()
+    assert at.selectbox(key="train_model").value == "small_cnn"
+    assert at.button(key="train_launch")
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_bad_config_is_an_error_box_not_a_traceback(env):
+    at = open_page()
+    at.text_input(key="train_name").input("bad name with spaces")
+    at.button(key="train_launch").click().run()
+    assert not at.exception
+    assert any("run name" in e.value for e in at.error)
+    assert not list((env / "models").iterdir())
+
+
+def test_runs_table_live_panel_and_compare(env):
+    models = env / "models"
+    fake_run(models, "run-a", "completed", lr=1e-3)
+    fake_run(models, "run-b", "failed", lr=1e-2, steps=20, error="RuntimeError: boom", finished_at=time.time())
+    at = open_page({"run": "run-b"})
+    table = at.dataframe[0].value
+    assert list(table.columns) == [
+        "name", "backbone", "task", "state", "progress", "best val macro F1", "duration", "started"
+    ]
+    assert set(table["name"]) == {"run-a", "run-b"}
+    # The URL picked run-b: its error and log are shown, the log as text.
+    assert at.selectbox(key=train_ui_key()).value == "run-b"
+    assert any("RuntimeError: boom" in e.value for e in at.error)
+    assert any("<b>not html</b>" in c.value for c in at.code)
+    assert at.button(key="resume_run-b")
+    # Curves: three charts for the selected run.
+    assert len(at.get("plotly_chart")) >= 3
+    # Compare two runs: the config diff shows lr only (plus scores).
+    at.multiselect(key="train_compare").set_value(["run-a", "run-b"]).run()
+    assert not at.exception
+    diff = at.dataframe[-1].value
+    assert "lr" in diff.index and "batch_size" not in diff.index
+    assert "best val macro F1" in diff.index
+
+
+def train_ui_key() -> str:
+    return "train_run"
+
+
+def test_selected_run_follows_the_url_and_back(env):
+    models = env / "models"
+    fake_run(models, "run-a", "completed")
+    fake_run(models, "run-b", "completed")
+    at = open_page({"run": "run-a"})
+    assert at.selectbox(key="train_run").value == "run-a"
+    at.selectbox(key="train_run").set_value("run-b").run()
+    assert at.query_params["run"] == ["run-b"] or at.query_params["run"] == "run-b"
+
+
+def test_dead_running_job_shows_failed_after_reconcile(env):
+    run = fake_run(env / "models", "run-dead", "running", pid=999_999_999, pid_start="1")
+    at = open_page()
+    assert runs.read_status(run)["state"] == "failed"
+    table = at.dataframe[0].value
+    assert table.loc[table["name"] == "run-dead", "state"].item() == "failed"
+    assert any("exited without a final state" in e.value for e in at.error)
+
+
+def test_curve_helpers():
+    import pandas as pd
+
+    metrics = pd.DataFrame(
+        [{"step": 1, "epoch": 0, "train_loss": 2.0}, {"step": 2, "epoch": 0, "train_loss": 1.0, "val_loss": 1.5}]
+    )
+    fig = train_ui.curve_figure({"r": metrics}, "Loss", "train_loss", "val_loss", smoothing=0.5)
+    names = [t.name for t in fig.data]
+    assert "train" in names and "val" in names
+    assert train_ui.smooth(pd.Series([0.0, 10.0]), 0.0).tolist() == [0.0, 10.0]
+    assert train_ui.eta_seconds({"step": 10, "total_steps": 30, "started_at": 100.0}, now=120.0) == 40.0
+    assert train_ui.format_duration(3725) == "1:02:05"
+    diff = train_ui.config_diff({"a": {"lr": 1, "x": [1]}, "b": {"lr": 2, "x": [1]}})
+    assert list(diff.index) == ["lr"]
+
+
+def test_jobs_list_is_empty_without_runs(env):
+    assert jobs.list_runs().empty
+    assert os.environ["WORKBENCH_MODELS_DIR"].endswith("models")
