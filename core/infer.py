@@ -31,8 +31,17 @@ import pandas as pd
 import torch
 
 from core import runs, submission
-from core.errors import CheckpointError, ConfigError, DatasetError, ImageError, RunError, SubmissionError
+from core.errors import CheckpointError, ConfigError, DatasetError, ImageError, SubmissionError
 from core.fsutil import atomic_write_json
+from core.submission import (  # noqa: F401 - re-exported: the prediction job's files and helpers
+    IMAGE_PROBLEMS_FILE,
+    SUBMISSION_FILE,
+    create_prediction_job,
+    job_summary,
+    output_paths,
+    read_prediction_job,
+    resolve_run_path,
+)
 
 Progress = Callable[[int, int], None]  # (images done, images in all) over every run of the ensemble
 DEFAULT_BATCH_SIZE = 64
@@ -82,19 +91,6 @@ class RunModel:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_run_path(ref: str | os.PathLike) -> Path:
-    """A run given as a folder path, or as a run id under the models folder."""
-    path = Path(ref)
-    if path.is_dir():
-        return path
-    from core import settings
-
-    candidate = settings.load().models_dir / str(ref)
-    if candidate.is_dir():
-        return candidate
-    raise RunError(f"run {ref!r} not found (neither a folder nor a run id under {settings.load().models_dir})")
 
 
 def checkpoint_path(run: runs.RunFolder) -> Path:
@@ -354,16 +350,6 @@ def predict(
 # ---- outputs ----------------------------------------------------------------------------------------------
 
 
-def output_paths(out_csv: str | os.PathLike) -> dict[str, Path]:
-    """Where the files of one prediction go: the CSV, its probabilities and its summary, side by side."""
-    out = Path(out_csv)
-    return {
-        "csv": out,
-        "probabilities": out.with_name(out.stem + ".probabilities.parquet"),
-        "summary": out.with_name(out.stem + ".summary.json"),
-    }
-
-
 def write_outputs(result: Prediction, out_csv: str | os.PathLike) -> dict[str, Any]:
     """Write the CSV (submission.csv for an eval set), the probabilities and summary.json; return the summary.
 
@@ -417,47 +403,6 @@ def predict_to_files(
     """predict() then write_outputs(): the CLI's and the background job's one call."""
     result = predict(run_refs, data, tta=tta, batch_size=batch_size, device=device, progress=progress)
     return write_outputs(result, out_csv)
-
-
-# ---- prediction jobs (submissions/<id>/) ---------------------------------------------------------------------
-
-SUBMISSION_FILE = "submission.csv"
-IMAGE_PROBLEMS_FILE = "image_problems.json"  # written by a job stopped by missing/unreadable images
-
-
-def create_prediction_job(run_refs: Sequence[str | os.PathLike], data: str | os.PathLike, tta: bool,
-                          parent: str | os.PathLike | None = None) -> runs.RunFolder:  # fmt: skip
-    """A new submissions/<id>/ folder whose config.json says what to predict (for ``predict --job``)."""
-    from core import settings
-
-    if not run_refs:
-        raise ConfigError("no runs given: choose at least one run to predict with")
-    folder = runs.create_run_folder(parent or settings.load().submissions_dir, prefix="sub")
-    config = {"kind": "predict", "runs": [str(resolve_run_path(r).resolve()) for r in run_refs], "tta": bool(tta),
-              "data": str(Path(data).resolve())}  # fmt: skip
-    runs.write_config(folder, config)
-    runs.write_status(folder, state="queued")
-    return folder
-
-
-def read_prediction_job(folder: str | os.PathLike) -> dict[str, Any]:
-    """A prediction job's config, checked: runs (list of paths), tta (bool), data (folder)."""
-    config = runs.read_config(runs.open_run(folder))
-    if config.get("kind") != "predict":
-        raise ConfigError(f"{folder}: config.json kind is {config.get('kind')!r}, expected 'predict'")
-    if not isinstance(config.get("runs"), list) or not config["runs"]:
-        raise ConfigError(f"{folder}/config.json: 'runs' must be a non-empty list of run folders")
-    if not isinstance(config.get("data"), str):
-        raise ConfigError(f"{folder}/config.json: 'data' must be the folder to predict")
-    return {"runs": [str(r) for r in config["runs"]], "tta": bool(config.get("tta", False)), "data": config["data"]}
-
-
-def job_summary(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The summary.json of a finished prediction job, or None."""
-    from core.fsutil import read_json
-
-    summary = read_json(output_paths(Path(folder) / SUBMISSION_FILE)["summary"], default=None)
-    return summary if isinstance(summary, dict) else None
 
 
 # ---- importing a checkpoint trained elsewhere -------------------------------------------------------------------
