@@ -1,0 +1,110 @@
+"""The Dataset page through Streamlit's AppTest: charts, gallery, problems table, names as text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.imagefactory import jpeg_bytes, write
+from tests.test_datasets import make_mask_tree
+
+from .conftest import REPO_ROOT
+
+EVIL = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("WORKBENCH_SUBMISSIONS_DIR", str(tmp_path / "submissions"))
+    return tmp_path
+
+
+def open_page(data_root, monkeypatch) -> AppTest:
+    monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(data_root))
+    at = AppTest.from_file(str(REPO_ROOT / "app" / "main.py"), default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/dataset.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def plotly_specs(at) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def test_mask_dataset_page(env, monkeypatch):
+    data = env / "data"
+    root = make_mask_tree(data / "demo")
+    write(root / "train/images/000001_female_Asian_45/mask2.jpeg", b"")  # a planted bad file
+    at = open_page(data, monkeypatch)
+
+    specs = plotly_specs(at)
+    assert len(specs) == 4  # classes + mask, gender, age
+    class_bars = specs[0]["data"]
+    names = [x for trace in class_bars for x in trace["x"]]
+    assert len(names) == 18 and "Wear · Male · &lt;30" in names  # all 18 classes, shown literally
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "20" and metrics["People"] == "3" and metrics["Classes"] == "18"
+    assert metrics["Problems"] == "1"
+    assert metrics["Imbalance"].startswith("∞")
+
+    assert len(at.image) >= 1  # the gallery shows thumbnails
+    assert any("000002 · " in c.value or "000001 · " in c.value or "000003 · " in c.value for c in at.caption)
+
+    tables = [df.value for df in at.dataframe]
+    problems = next(t for t in tables if "kind" in t.columns)
+    assert "train/images/000001_female_Asian_45/mask2.jpeg" in set(problems["path"])
+    assert set(problems["kind"]) == {"empty"}
+    gender_age = next(t for t in tables if "30-59" in t.columns)
+    assert int(gender_age.loc["Female", "30-59"]) == 1
+
+
+def test_gallery_pages_and_channel_stats(env, monkeypatch):
+    data = env / "data"
+    root = data / "cls"
+    for i in range(30):
+        write(root / "cat" / f"{i:02d}.jpg", jpeg_bytes((20, 20), (255, 0, 0)))
+    write(root / "dog" / "a.jpg", jpeg_bytes())
+    at = open_page(data, monkeypatch)
+    assert len(at.image) == 24
+    at.number_input(key="gallery_page_0").set_value(2).run()
+    assert len(at.image) == 6
+    at.selectbox(key="gallery_class").set_value(1).run()
+    assert len(at.image) == 1
+
+    at.button(key="stats_button").click().run()
+    assert not at.exception
+    code = "\n".join(c.value for c in at.code)
+    assert "Normalize(mean=" in code
+
+    at.button(key="verify_button").click().run()
+    assert not at.exception
+    assert any("31 images decode" in md.value for md in at.markdown)
+
+
+def test_hostile_class_name_renders_as_text(env, monkeypatch):
+    data = env / "data"
+    write(data / "evil" / EVIL / "a.jpg", jpeg_bytes())
+    write(data / "evil" / "=HYPERLINK(x)" / "b.jpg", jpeg_bytes())
+    at = open_page(data, monkeypatch)
+    names = [x for trace in plotly_specs(at)[0]["data"] for x in trace["x"]]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in names
+    assert EVIL not in json.dumps(plotly_specs(at))
+    assert any(EVIL in opt for opt in at.selectbox(key="gallery_class").options)
+    for md in at.markdown:
+        assert EVIL not in md.value or not md.proto.allow_html
+
+
+def test_no_dataset_and_broken_dataset(env, monkeypatch):
+    data = env / "data"
+    data.mkdir()
+    at = open_page(data, monkeypatch)
+    assert at.info  # "No datasets under the data roots" / "Pick a dataset"
+    write(data / "broken" / "cls" / "a.jpg", b"")
+    at = open_page(data, monkeypatch)
+    assert any("no usable images" in e.value for e in at.error)
