@@ -1,0 +1,128 @@
+"""The Submission page through AppTest: launch a prediction job, see it complete, download; import a checkpoint."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core import runs, submission
+from tests.test_infer import make_eval, make_run
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP = str(REPO_ROOT / "app" / "main.py")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    def configure(data_root: Path) -> dict[str, Path]:
+        paths = {"models": tmp_path / "work" / "models", "subs": tmp_path / "work" / "submissions"}
+        monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(data_root))
+        monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(paths["models"]))
+        monkeypatch.setenv("WORKBENCH_SUBMISSIONS_DIR", str(paths["subs"]))
+        monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "work" / "cache"))
+        return paths
+
+    return configure
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/submit.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait_until_done(at: AppTest, subs: Path, timeout: float = 180) -> dict:
+    """Rerun the page (its live panel reads status.json) until the one job reaches a final state."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        (job,) = [p for p in subs.iterdir() if p.is_dir()]
+        status = runs.read_status(runs.RunFolder(job))
+        if status.get("state") in runs.FINAL_STATES:
+            at.run()
+            return status
+        at.run()
+        assert not at.exception, at.exception
+        time.sleep(0.5)
+    raise AssertionError(f"prediction job did not finish: {runs.tail(job / 'job.log')}")
+
+
+def test_launch_complete_download(demo_root, env):
+    paths = env(demo_root.parent)
+    make_run(paths["models"], "r1")
+    at = open_page()
+    assert at.text_input(key="submit_data").value == str(demo_root / "eval")
+    assert at.multiselect(key="submit_runs").value == ["r1"]
+    at.toggle(key="submit_tta").set_value(True)
+    at.form_submit_button[0].click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+    status = wait_until_done(at, paths["subs"])
+    assert status["state"] == "completed", status
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(b.label == "Download submission.csv" for b in at.download_button)
+    assert any("Valid" in s.value for s in at.success)
+    (job,) = [p for p in paths["subs"].iterdir() if p.is_dir()]
+    assert submission.validate_submission(job / "submission.csv", demo_root / "eval" / "info.csv") == []
+    assert runs.read_config(runs.RunFolder(job))["tta"] is True
+    history = at.dataframe[-1].value
+    assert job.name in history["id"].tolist()
+
+
+def test_missing_eval_image_shown_by_name(tmp_path, env):
+    data_root = tmp_path / "data"
+    make_eval(data_root / "tiny" / "eval", n=3)
+    gone = pd.read_csv(data_root / "tiny" / "eval" / "info.csv")["ImageID"].iloc[1]
+    os.remove(data_root / "tiny" / "eval" / "images" / gone)
+    paths = env(data_root)
+    make_run(paths["models"], "r1")
+    at = open_page()
+    at.form_submit_button[0].click()
+    at.run()
+    status = wait_until_done(at, paths["subs"])
+    assert status["state"] == "failed"
+    assert any(gone in e.value for e in at.error)
+    assert not at.download_button
+    assert not at.exception
+
+
+def test_import_form(tmp_path, env):
+    from core import models
+
+    data_root = tmp_path / "data"
+    make_eval(data_root / "tiny" / "eval", n=2)
+    paths = env(data_root)
+    at = open_page()
+    assert any("No runs with a checkpoint" in i.value for i in at.info)
+
+    buf = io.BytesIO()
+    torch.save(models.build_model("small_cnn", 3).state_dict(), buf)
+    at.file_uploader(key="import_file").upload("weights.pt", buf.getvalue())
+    at.selectbox(key="import_model").set_value("small_cnn")
+    at.selectbox(key="import_task").set_value("class")  # wrong: the weights have 3 classes
+    at.text_input(key="import_name").set_value("mine")
+    at.form_submit_button[-1].click()
+    at.run()
+    assert any("class" in e.value for e in at.error), [e.value for e in at.error]
+    assert not (paths["models"] / "mine").exists()
+
+    at.file_uploader(key="import_file").upload("weights.pt", buf.getvalue())
+    at.selectbox(key="import_task").set_value("mask")
+    at.text_input(key="import_name").set_value("mine")
+    at.form_submit_button[-1].click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert runs.read_status(runs.RunFolder(paths["models"] / "mine"))["state"] == "completed"
+    at.run()
+    assert "mine" in at.multiselect(key="submit_runs").options[0]
