@@ -30,7 +30,15 @@ import pandas as pd
 from core import metrics
 from core.errors import ConfigError, RunError
 from core.fsutil import atomic_write_text, spreadsheet_safe
-from core.runs import RunFolder, open_run, probability_columns, read_config, read_predictions, read_status
+from core.runs import (
+    RunFolder,
+    list_run_folders,
+    open_run,
+    probability_columns,
+    read_config,
+    read_predictions,
+    read_status,
+)
 
 SORTS = ("confidence", "loss")
 ISSUE_COLUMNS = ["path", "label", "suggested", "score"]
@@ -306,15 +314,43 @@ def write_issues_csv(issues: pd.DataFrame, path: str | os.PathLike) -> None:
 # ---- runs: predictions and k-fold out-of-sample predictions -------------------------------------
 
 
+def runs_with_predictions(models_dir: str | os.PathLike) -> list[RunFolder]:
+    """Run folders under ``models_dir`` that have validation predictions, newest first."""
+    return [run for run in list_run_folders(models_dir) if run.val_predictions.is_file()]
+
+
+def class_names(config: dict[str, Any], num_classes: int) -> list[str]:
+    """The run's class names: its config's ``classes``, else the competition's names for its task,
+    else the classes of its dataset, else the class numbers."""
+    given = [str(c) for c in config.get("classes") or []]
+    if len(given) == num_classes:
+        return given
+    task = str(config.get("task") or "class")
+    if metrics.is_competition_task(task, num_classes):
+        from core.datasets import CLASS_NAMES
+
+        return list(CLASS_NAMES)
+    if task in metrics.ATTRIBUTES and len(metrics.ATTRIBUTE_VALUES[task]) == num_classes:
+        return list(metrics.ATTRIBUTE_VALUES[task])
+    if config.get("data"):
+        from core import datasets
+        from core.errors import WorkbenchError
+
+        try:
+            found = datasets.scan(config["data"]).classes
+        except (WorkbenchError, OSError):
+            found = []
+        if len(found) == num_classes:
+            return list(found)
+    return [str(i) for i in range(num_classes)]
+
+
 def run_predictions(run: str | os.PathLike | RunFolder) -> tuple[pd.DataFrame, list[str], str]:
     """(predictions, class names, task) of a run folder. Raises RunError when it has none."""
     folder = run if isinstance(run, RunFolder) else open_run(run)
     config = read_config(folder)
     frame = read_predictions(folder.val_predictions)
-    classes = [str(c) for c in config.get("classes") or []]
-    if not classes:
-        classes = [str(i) for i in range(len(probability_columns(frame)))]
-    return frame, classes, str(config.get("task") or "class")
+    return frame, class_names(config, len(probability_columns(frame))), str(config.get("task") or "class")
 
 
 def fold_folder(run: RunFolder, fold: int) -> RunFolder:
@@ -380,9 +416,7 @@ def label_issues(
     config = read_config(folder)
     if kfold:
         frame = out_of_fold_predictions(folder, kfold, progress)
-        classes = [str(c) for c in config.get("classes") or []] or [
-            str(i) for i in range(len(probability_columns(frame)))
-        ]
+        classes = class_names(config, len(probability_columns(frame)))
         task = str(config.get("task") or "class")
     else:
         frame, classes, task = run_predictions(folder)

@@ -1,0 +1,173 @@
+"""The Review page through Streamlit's AppTest: metrics, cell filter, paging, filters, person view, CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.runs import create_run_folder, write_config, write_predictions
+from tests.conftest import REPO_ROOT
+
+PHOTOS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]
+PHOTO_MASK = [0, 0, 0, 0, 0, 1, 2]
+
+
+def label(mask: int, gender: int, age: int) -> int:
+    return mask * 6 + gender * 3 + age
+
+
+def make_dataset_and_run(tmp_path, people: int = 8, run_id: str = "run-a") -> tuple[pd.DataFrame, object]:
+    """``people`` person folders of 7 tiny JPEGs, and a run whose predictions get the gender of
+    odd-numbered people wrong (7 errors each) with falling confidence."""
+    images = tmp_path / "data" / "mini" / "train" / "images"
+    rows = []
+    rng = np.random.default_rng(0)
+    for person in range(people):
+        gender, age = person % 2, person % 3
+        folder = images / f"{person:06d}_{'female' if gender else 'male'}_Asian_{[25, 40, 60][age]}"
+        folder.mkdir(parents=True)
+        for photo, mask in zip(PHOTOS, PHOTO_MASK, strict=True):
+            path = folder / f"{photo}.jpg"
+            Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(path, quality=70)
+            true = label(mask, gender, age)
+            wrong = person % 2 == 1
+            pred = label(mask, 1 - gender, age) if wrong else true
+            rows.append({"path": str(path), "group": folder.name, "label": true, "pred": pred})
+    frame = pd.DataFrame(rows)
+    probs = np.full((len(frame), 18), 0.01)
+    confidence = np.linspace(0.9, 0.5, len(frame))
+    probs[np.arange(len(frame)), frame["pred"]] = confidence
+    probs /= probs.sum(axis=1, keepdims=True)
+    frame["loss"] = -np.log(probs[np.arange(len(frame)), frame["label"]])
+    for j in range(18):
+        frame[f"p{j}"] = probs[:, j]
+    run = create_run_folder(tmp_path / "models", run_id)
+    write_config(run, {"kind": "train", "task": "class", "data": str(images.parent.parent)})
+    write_predictions(run.val_predictions, frame)
+    return frame, run
+
+
+@pytest.fixture
+def page_env(tmp_path, monkeypatch):
+    frame, run = make_dataset_and_run(tmp_path)
+    monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(tmp_path / "data"))
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    return frame, run
+
+
+def open_review(run_id: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / "app" / "main.py"), default_timeout=120)
+    if run_id:
+        at.query_params["run"] = run_id
+    at.run()
+    at.switch_page("app_pages/review.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def gallery_count(at: AppTest) -> int:
+    texts = [t.value for t in at.text if t.value.endswith("pages")]
+    return int(texts[0].split()[0])
+
+
+def card_texts(at: AppTest) -> list[str]:
+    return [t.value for t in at.text if t.value.startswith("true: ")]
+
+
+def test_page_without_runs_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
+    at = open_review()
+    assert any("No run has validation predictions" in i.value for i in at.info)
+
+
+def test_headline_numbers_and_gallery_paging(page_env):
+    frame, run = page_env
+    at = open_review()
+    assert at.query_params["run"] == [run.id] or at.query_params["run"] == run.id
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "56" and metrics["Accuracy"] == "50.0%"
+    assert metrics["Gender accuracy"] == "50.0%" and metrics["Mask accuracy"] == "100.0%"
+    assert gallery_count(at) == 28  # 4 people x 7 photos wrong
+    first = card_texts(at)
+    assert len(first) == 24
+    # Highest confidence first: the first wrong person (000001), its mask1 photo.
+    assert "person: 000001_female_Asian_40" in first[0] and "true: Wear · Female · 30-59" in first[0]
+    at.get("pagination")[0].set_value(2).run()
+    second = card_texts(at)
+    assert len(second) == 4 and not set(second) & set(first)
+    at.selectbox(key="review_page_size").set_value(12).run()
+    assert len(card_texts(at)) == 12
+
+
+def test_filters_and_sort(page_env):
+    frame, run = page_env
+    at = open_review(run.id)
+    at.multiselect(key="review_true").set_value([label(0, 1, 1)]).run()  # wear, female, 30-59: people 1 and 7
+    assert gallery_count(at) == 10
+    assert all("true: Wear · Female · 30-59" in t for t in card_texts(at))
+    at.multiselect(key="review_true").set_value([]).run()
+    at.selectbox(key="review_attr").set_value("mask").run()
+    assert gallery_count(at) == 0 and any("No image matches" in i.value for i in at.info)
+    at.selectbox(key="review_attr").set_value("gender").run()
+    assert gallery_count(at) == 28
+    at.radio(key="review_sort").set_value("loss").run()
+    assert not at.exception and len(card_texts(at)) == 24
+
+
+def test_confusion_cell_filter_is_shown_and_removable(page_env):
+    frame, run = page_env
+    at = open_review(run.id)
+    true, pred = label(2, 1, 0), label(2, 0, 0)  # person 3 is female <30: normal photo predicted male
+    at.session_state["review_cell"] = (true, pred)  # what a click on that cell sets
+    at.run()
+    assert not at.exception
+    assert gallery_count(at) == 1
+    chip = [b for b in at.button if b.key == "review_clear_cell"]
+    assert chip and "Not wear · Female · <30" in chip[0].label and "Not wear · Male · <30" in chip[0].label
+    chip[0].click().run()
+    assert gallery_count(at) == 28 and not [b for b in at.button if b.key == "review_clear_cell"]
+
+
+def test_cell_from_a_plotly_selection_event():
+    from app import review_ui
+
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 2 * 18 + 5, "customdata": [2, 5]}]}}
+    assert review_ui.selected_cell(event, 18) == (2, 5)
+    assert review_ui.selected_cell({"selection": {"points": [{"curve_number": 1, "point_index": 40}]}}, 18) == (2, 4)
+    assert review_ui.selected_cell({"selection": {"points": []}}, 18) is None
+    assert review_ui.selected_cell(None, 18) is None
+
+
+def test_person_view_shows_the_other_six_photos(page_env):
+    frame, run = page_env
+    at = open_review(run.id)
+    at.button(key="gallery-0").click().run()
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert any(t.startswith("Selected: ") and "000001_female_Asian_40" in t for t in texts)
+    assert "The person's other photos (6):" in texts
+    at.button(key="review-close-focus").click().run()
+    assert not [t for t in at.text if t.value.startswith("Selected: ")]
+
+
+def test_best_worst_and_label_errors_with_csv(page_env):
+    frame, run = page_env
+    at = open_review(run.id)
+    at.segmented_control(key="review_view").set_value("Best vs worst per class").run()
+    at.selectbox(key="review_bw_class").set_value(label(0, 1, 1)).run()
+    cards = card_texts(at)
+    assert len(cards) == 24 + 12  # the gallery, then the 6 best and 6 worst of the class (10 images)
+    assert not at.exception
+    at.segmented_control(key="review_view").set_value("Suspected label errors").run()
+    assert not at.exception
+    assert any(t.value == "28 images where the model prefers another label" for t in at.text)
+    issue_cards = [t.value for t in at.text if t.value.startswith("suggest: ")]
+    assert len(issue_cards) == 24 and "by: person" in issue_cards[0] and "changes: gender" in issue_cards[0]
+    download = at.get("download_button")
+    assert len(download) == 1 and download[0].proto.label == "Download CSV"
