@@ -83,6 +83,13 @@ def process_start_token(pid: int) -> str | None:
     return fields[19] if fields and len(fields) > 19 else None
 
 
+def reap_children() -> None:
+    """Collect the exit status of finished jobs this process launched (no zombies left behind)."""
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            _CHILDREN.pop(pid, None)
+
+
 def pid_alive(pid: int | None, start_token: str | None = None) -> bool:
     """True when ``pid`` runs (not a zombie) and, if ``start_token`` is given, is the same process."""
     if not pid:
@@ -378,6 +385,7 @@ def resume(run: RunFolder | str | os.PathLike) -> int:
 def reconcile(run: RunFolder | str | os.PathLike) -> dict[str, Any]:
     """The run's status, after marking it failed if its process is gone without a final state."""
     run = _as_run(run)
+    reap_children()
     status = runs.read_status(run)
     if status.get("state") not in ACTIVE_STATES:
         return status

@@ -138,3 +138,54 @@ def test_curve_helpers():
 def test_jobs_list_is_empty_without_runs(env):
     assert jobs.list_runs().empty
     assert os.environ["WORKBENCH_MODELS_DIR"].endswith("models")
+
+
+def wait_until(predicate, timeout: float = 180.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_launch_from_the_form_watch_restart_and_cancel(env):
+    at = open_page()
+    at.text_input(key="train_name").input("from-page")
+    at.selectbox(key="train_task").set_value("mask")
+    at.number_input(key="train_h").set_value(32)
+    at.number_input(key="train_w").set_value(24)
+    at.number_input(key="train_batch").set_value(1)  # ~77 steps per epoch: still running when we look
+    at.number_input(key="train_epochs").set_value(3)
+    at.number_input(key="train_log_every").set_value(1)
+    at.selectbox(key="train_device").set_value("cpu")
+    at.button(key="train_launch").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Launched from-page" in s.value for s in at.success)
+    run = runs.RunFolder(env / "models" / "from-page")
+    assert runs.read_config(run)["img_size"] == [32, 24]
+    assert at.selectbox(key="train_run").value == "from-page"
+    table = at.dataframe[0].value
+    assert table.loc[table["name"] == "from-page", "state"].item() in ("queued", "running")
+
+    # The live panel draws curves once the job has logged steps.
+    def charts_shown(session: AppTest) -> bool:
+        session.run()
+        assert not session.exception, session.exception
+        return len(session.get("plotly_chart")) >= 3
+
+    wait_until(lambda: charts_shown(at), what="live curves")
+
+    # An app restart: a brand-new session (no state carried over) lists the run and shows its curves.
+    fresh = open_page({"run": "from-page"})
+    assert fresh.selectbox(key="train_run").value == "from-page"
+    assert len(fresh.get("plotly_chart")) >= 3
+    if jobs.reconcile(run)["state"] == "running":
+        fresh.button(key="cancel_from-page").click().run()
+        assert not fresh.exception
+        wait_until(lambda: jobs.reconcile(run)["state"] == "cancelled", what="the cancel")
+        assert runs.load_checkpoint(run.last_checkpoint)["step"] > 0
+        wait_until(lambda: fresh.run() and any(b.key == "resume_from-page" for b in fresh.button), what="Resume")
