@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import AutoAugmentPolicy, InterpolationMode, v2
 
 from core.errors import SpecError
@@ -416,6 +417,15 @@ def _build_step(step: dict) -> Any:
     return getattr(v2, op.name)(**params)
 
 
+class ToContiguousImage(v2.Transform):
+    """``v2.ToImage`` with contiguous memory. A PIL image otherwise arrives as a channels-last view, and
+    ops that draw noise shaped like their input (GaussianNoise) would differ between input types."""
+
+    def forward(self, *inputs: Any) -> Any:
+        image = v2.functional.to_image(inputs[0] if len(inputs) == 1 else inputs)
+        return image if image.is_contiguous() else tv_tensors.Image(image.contiguous())
+
+
 def _to_float() -> Any:
     return v2.ToDtype(torch.float32, scale=True)
 
@@ -442,7 +452,7 @@ def build_pipeline(spec: Any, dtype: torch.dtype = torch.float32) -> v2.Compose:
     """Spec -> v2.Compose from a PIL image / uint8 array / uint8 CHW tensor to a plain CHW tensor of ``dtype``."""
     spec = validate_spec(spec)
     per_step, out_dtype = _build_steps(spec, torch.uint8)
-    transforms: list[Any] = [v2.ToImage()] + [t for parts in per_step for t in parts]
+    transforms: list[Any] = [ToContiguousImage()] + [t for parts in per_step for t in parts]
     if dtype == torch.uint8:
         if out_dtype != torch.uint8:
             first = next(s["op"] for s in spec if OPS[s["op"]].needs_float)
@@ -472,7 +482,7 @@ def build_stages(spec: Any) -> dict[str, v2.Compose]:
     spec = validate_spec(spec)
     per_step, out_dtype = _build_steps(spec, torch.uint8)
     groups: dict[str, list[Any]] = {name: [] for name in STAGES}
-    groups["geometry"].append(v2.ToImage())
+    groups["geometry"].append(ToContiguousImage())
     for stage, parts in zip(stage_of_steps(spec), per_step, strict=True):
         groups[stage].extend(parts)
     if out_dtype != torch.float32:
@@ -794,13 +804,13 @@ def _as_uint8_chw(image: Any) -> torch.Tensor:
             raise SpecError(f"expected a uint8 CHW image tensor, got {image.dtype} {tuple(image.shape)}")
         return image
     if hasattr(image, "getbands"):  # PIL
-        return v2.functional.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
+        return v2.functional.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB")).contiguous()
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise SpecError(f"expected a uint8 HxWx3 image array, got {array.dtype} {array.shape}")
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
 def _run(pipeline: Callable, image: torch.Tensor) -> torch.Tensor:
