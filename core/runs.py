@@ -164,6 +164,29 @@ def read_metrics(run: RunFolder) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def truncate_metrics(run: RunFolder, after_step: int) -> None:
+    """Drop metric lines with ``step > after_step`` (and a half-written line), atomically.
+
+    A resumed job calls it with its checkpoint's step: lines a killed job wrote after that
+    checkpoint would otherwise appear twice in the curve.
+    """
+    try:
+        with open(run.metrics, encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except FileNotFoundError:
+        return
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= after_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        atomic_write(run.metrics, lambda fh: fh.write("".join(kept)), "w")
+
+
 # ---- checkpoints ------------------------------------------------------------------------------
 
 
