@@ -108,3 +108,42 @@ def test_no_dataset_and_broken_dataset(env, monkeypatch):
     write(data / "broken" / "cls" / "a.jpg", b"")
     at = open_page(data, monkeypatch)
     assert any("no usable images" in e.value for e in at.error)
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_upload_zip_extracts_and_opens_the_dataset(env, monkeypatch):
+    data = env / "data"
+    make_mask_tree(data / "demo")
+    at = open_page(data, monkeypatch)
+    archive = zip_bytes({"pets/cat/a.jpg": jpeg_bytes(), "pets/dog/b.jpg": jpeg_bytes(), "pets/dog/c.jpg": jpeg_bytes()})
+    at.file_uploader(key="dataset_zip").set_value(("pets.zip", archive, "application/zip")).run()
+    at.text_input(key="dataset_zip_name").set_value("pets").run()
+    at.button(key="dataset_zip_go").click().run()
+    assert not at.exception and not at.error
+    assert (data / "pets" / "cat" / "a.jpg").is_file()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "3" and metrics["Classes"] == "2"
+
+
+def test_upload_hostile_zip_refused(env, monkeypatch):
+    data = env / "data"
+    make_mask_tree(data / "demo")
+    at = open_page(data, monkeypatch)
+    archive = zip_bytes({"../escape.jpg": jpeg_bytes(), "ok/a.jpg": jpeg_bytes()})
+    at.file_uploader(key="dataset_zip").set_value(("evil.zip", archive, "application/zip")).run()
+    at.text_input(key="dataset_zip_name").set_value("evil").run()
+    at.button(key="dataset_zip_go").click().run()
+    assert not at.exception
+    assert at.error and "escape.jpg" in at.error[0].value
+    assert sorted(p.name for p in data.iterdir()) == ["demo"]
+    assert not (env / "escape.jpg").exists()
