@@ -1,4 +1,31 @@
+"""Augmentations page: build two transform pipelines, see their samples side by side, check train vs eval."""
+
 import streamlit as st
 
-st.title("augment")
-st.info("This page is being built.")
+from app import augment_ui as ui
+
+st.title("Augmentations")
+st.caption(
+    "Two pipelines, A and B, each a training spec with its evaluation counterpart. The same specs drive "
+    "training and inference, so what you see here is what the model gets."
+)
+ui.ensure_state()
+
+picked = ui.image_picker()
+n, seed = ui.sample_controls()
+
+specs = {}
+for pipe, column in zip(ui.PIPES, st.columns(len(ui.PIPES), gap="large"), strict=True):
+    with column:
+        specs[pipe] = ui.pipeline_panel(pipe)
+
+if picked is None:
+    st.stop()
+source, caption = picked
+try:
+    ui.source_array(source)
+except ui.WorkbenchError as err:
+    st.error(str(err))
+    st.stop()
+ui.samples_grid(source, caption, specs, n, seed)
+ui.model_input_section(source, specs, seed)
