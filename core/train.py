@@ -366,7 +366,7 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
     train_src = make_source(paths, sizes, cfg.train_spec, cfg.cache, cache_dir, cfg.workers, caching, log)
     same_spec = cfg.eval_spec == cfg.train_spec
     val_src = train_src if same_spec else make_source(paths, sizes, cfg.eval_spec, cfg.cache, cache_dir, cfg.workers, caching, log)
-    labels_t = torch.as_tensor(data.labels)
+    labels_t = torch.tensor(data.labels)
     train_labels = data.labels[data.train_pos]
 
     torch.manual_seed(cfg.seed)  # initial weights
