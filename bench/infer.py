@@ -1,0 +1,123 @@
+"""Inference throughput: core.infer.predict against the baseline notebook's way, same run, same images.
+
+Baseline (the competition notebook): for each image, PIL open + full decode, the eval transforms,
+``model(x.unsqueeze(0))`` — batch 1. Ours: ``core.infer.predict`` (threaded draft decode, batches,
+channels_last, inference_mode). Both use the same run (its eval spec and weights), so the ratio is
+the loading and batching, not the model.
+
+    .venv/bin/python bench/infer.py                       # data/bench-full/eval when present, else a
+                                                          # generated 1,400-photo demo eval set
+    .venv/bin/python bench/infer.py --data DIR --baseline-limit 1000 --model mobilenet_v3_small --threads 1
+
+On a busy machine, batch-1 inference with several torch threads can be very slow (threads wait for
+each other on tiny ops); ``--threads 1`` removes that effect from the baseline and gives the
+conservative ratio.
+
+Prints images/s for both and their ratio (goal: >= 5x), and how often the two agree on the class
+(draft decoding changes pixels slightly, never the geometry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from core import infer, models, runs, transforms  # noqa: E402
+
+FULL_SET = REPO_ROOT / "data" / "bench-full" / "eval"
+GENERATED = REPO_ROOT / ".cache" / "bench-infer-demo"
+
+
+def eval_folder(args: argparse.Namespace) -> Path:
+    if args.data:
+        return Path(args.data)
+    if FULL_SET.joinpath("info.csv").is_file():
+        return FULL_SET
+    if not GENERATED.joinpath("eval", "info.csv").is_file():
+        from core import demo
+
+        print(f"{FULL_SET} not found: generating a {args.eval_people * 7}-photo demo eval set in {GENERATED}", flush=True)
+        demo.generate(GENERATED, people=2, eval_people=args.eval_people, seed=0)
+    return GENERATED / "eval"
+
+
+def make_run(parent: Path, model: str, img_size: tuple[int, int]) -> Path:
+    """A run folder as training writes it (random weights: throughput does not depend on them)."""
+    torch.manual_seed(0)
+    classes = infer.task_classes("class")
+    net = models.build_model(model, len(classes), pretrained=False)
+    train_spec, eval_spec = transforms.preset("baseline", img_size=img_size)
+    folder = runs.create_run_folder(parent, run_id=f"bench-{model}")
+    meta = {"model": model, "task": "class", "classes": classes, "img_size": list(img_size), "eval_spec": eval_spec}
+    runs.write_config(folder, {"kind": "imported", **meta, "train_spec": train_spec, "source": "bench"})
+    runs.save_checkpoint(folder.best_checkpoint, {"model": net.state_dict(), "model_name": model, "task": "class",
+                                                  "classes": classes, "img_size": list(img_size),
+                                                  "eval_spec": eval_spec, "config": meta})  # fmt: skip
+    return folder.root
+
+
+def baseline(run: infer.RunModel, paths: list[str]) -> tuple[float, np.ndarray]:
+    """The notebook's loop: open, full decode, transform, batch of one."""
+    pipeline = transforms.build_pipeline(run.eval_spec)
+    model = run.model.to(memory_format=torch.contiguous_format)  # the notebook never sets channels_last
+    preds = np.empty(len(paths), dtype=np.int64)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i, path in enumerate(paths):
+            image = Image.open(path).convert("RGB")
+            x = pipeline(image).unsqueeze(0).to(run.device)
+            preds[i] = int(model(x).argmax(1).item())
+    seconds = time.perf_counter() - start
+    run.model.to(memory_format=torch.channels_last)
+    return seconds, preds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="eval folder (info.csv + images/)")
+    parser.add_argument("--model", default="small_cnn")
+    parser.add_argument("--img-size", type=int, nargs=2, default=(128, 96), metavar=("H", "W"))
+    parser.add_argument("--limit", type=int, default=0, help="predict only the first N images (0: all)")
+    parser.add_argument("--baseline-limit", type=int, default=1500, help="time the slow baseline on the first N")
+    parser.add_argument("--eval-people", type=int, default=200, help="size of the generated set (7 photos each)")
+    parser.add_argument("--batch-size", type=int, default=infer.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for both ways (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data = eval_folder(args)
+    items = infer.collect_items(data)
+    if args.limit:
+        items.frame = items.frame.iloc[: args.limit].reset_index(drop=True)
+    paths = items.frame["path"].tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = infer.load_run(make_run(Path(tmp), args.model, tuple(args.img_size)))
+        print(f"data: {data} ({len(paths)} images), model: {args.model} at {tuple(args.img_size)}, "
+              f"device: {run.device}, torch threads: {torch.get_num_threads()}", flush=True)  # fmt: skip
+        infer.predict([run], infer.Items(items.root, "images", items.frame.iloc[:64]))  # warm-up
+
+        result = infer.predict([run], items, batch_size=args.batch_size)
+        ours = len(paths) / result.seconds
+        print(f"core.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s", flush=True)
+
+        n = min(len(paths), args.baseline_limit) if args.baseline_limit else len(paths)
+        seconds, base_preds = baseline(run, paths[:n])
+        base = n / seconds
+        print(f"baseline (batch 1, full decode + resize): {n} images in {seconds:.1f} s = {base:.0f} images/s")
+        agree = float((result.frame["pred"].to_numpy()[:n] == base_preds).mean())
+        print(f"ratio: {ours / base:.1f}x (goal >= 5x); same class on {agree:.1%} of the {n} images")
+
+
+if __name__ == "__main__":
+    main()
