@@ -13,15 +13,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-# Attribute name -> (how to read it from an 18-class label, its value names). Mirrors the competition
-# encoding in core.datasets (decode: mask = c // 6, gender = (c // 3) % 2, age = c % 3).
+from core.datasets import ATTRIBUTE_NAMES, CLASS_NAMES
+
+# The competition encoding (core.datasets): class = mask * 6 + gender * 3 + age.
 ATTRIBUTES: tuple[str, ...] = ("mask", "gender", "age")
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "mask": ("Wear", "Incorrect", "Not wear"),
-    "gender": ("Male", "Female"),
-    "age": ("<30", "30-59", "60+"),
-}
-NUM_COMPETITION_CLASSES = 18
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {name: tuple(ATTRIBUTE_NAMES[name]) for name in ATTRIBUTES}
+NUM_COMPETITION_CLASSES = len(CLASS_NAMES)
 
 
 def decode_attribute(labels: np.ndarray | list[int], attribute: str) -> np.ndarray:

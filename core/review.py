@@ -390,21 +390,23 @@ def out_of_fold_predictions(
 
 
 def _train_fold(sub: RunFolder, config: dict[str, Any]) -> None:
-    """Train one fold in the foreground through the training core (same code as a job)."""
-    import shutil
-
-    from core import train
+    """Train one fold in the foreground as a job of its own folder (same code path as a background
+    training job: run-folder lock, job slot, status). An interrupted fold resumes from its last
+    checkpoint."""
+    from core import jobs, train
     from core.runs import write_config
 
-    if sub.root.exists():  # an unfinished earlier attempt: start the fold again from scratch
-        shutil.rmtree(sub.root)
-    sub.root.mkdir(parents=True)
     cfg = train.TrainConfig.from_dict({k: v for k, v in config.items() if k not in ("kind", "classes")})
-    write_config(sub, {**cfg.to_dict(), "kind": "train"})
-    train.run_training(sub, cfg)
-    if not _fold_done(sub):
+    if not sub.config.is_file():
+        sub.root.mkdir(parents=True, exist_ok=True)
+        write_config(sub, {**cfg.to_dict(), "kind": "train"})
+    state = jobs.run_job(sub, lambda ctx: train.run_training(sub, ctx))
+    if state != "completed" or not sub.val_predictions.is_file():
         status = read_status(sub)
-        raise RunError(f"fold {sub.root.name} did not complete: {status.get('error') or status.get('state')}")
+        raise RunError(
+            f"fold {sub.root.name} of {sub.root.parent.parent.name} ended {state}: "
+            f"{status.get('error') or 'no validation predictions'} (see {sub.log})"
+        )
 
 
 def label_issues(
