@@ -25,11 +25,13 @@ def test_dataset_page_shows_chart_and_thumbnails(demo_root, app_server_factory, 
     page, watch = new_page()
     page.goto(server.url)  # the Dataset page is the default; a sub-path URL makes Streamlit probe 404s
     wait_for_app(page)
+    page.set_default_timeout(120_000)  # two shared cores: a cold scan plus 24 cold thumbnails can be slow
     page.wait_for_selector('[data-testid="stPlotlyChart"]')
     page.get_by_text("Class distribution").wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-        ".filter(img => img.complete && img.naturalWidth > 0).length >= 6"
+        ".filter(img => img.complete && img.naturalWidth > 0).length >= 6",
+        timeout=120_000,
     )
     # The class chart draws all 18 named bars.
     page.locator('[data-testid="stPlotlyChart"] .xtick').first.wait_for()
@@ -48,7 +50,8 @@ def test_hostile_class_name_is_text_in_the_browser(tmp_path, app_server_factory,
     page, watch = new_page()
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(server.url)  # the Dataset page is the default; a sub-path URL makes Streamlit probe 404s
+    page.set_default_timeout(120_000)
+    page.goto(server.url)
     wait_for_app(page)
     page.wait_for_selector('[data-testid="stPlotlyChart"] .xtick')
     ticks = page.locator('[data-testid="stPlotlyChart"]').first.locator(".xtick text").all_text_contents()
