@@ -104,6 +104,7 @@ class OpInfo:
     params: tuple[ParamInfo, ...]
     help: str  # one line for the page
     needs_float: bool = False  # must see a float32 image in [0, 1] (a ToDtype is inserted before it)
+    needs_contiguous: bool = False  # draws noise shaped like its input: must see the same memory layout
     p_only: bool = False  # its only randomness is "apply with probability p" (deterministic at p=0 or 1)
     effect: str = ""  # what it does to every image when applied always (for the pair check)
     build: Callable[[dict], Any] | None = None  # params -> transform; default getattr(v2, name)(**params)
@@ -245,7 +246,7 @@ _OP_LIST: list[OpInfo] = [
         ParamInfo("mean", "float", 0.0, -1.0, 1.0),
         ParamInfo("sigma", "float", 0.1, 0.0, 1.0, help="noise strength (image values run 0-1)"),
         ParamInfo("clip", "bool", True, help="keep values within 0-1"),
-    ], "add random Gaussian noise", needs_float=True),
+    ], "add random Gaussian noise", needs_float=True, needs_contiguous=True),
     _op("RandomErasing", "tensor", True, [
         _prob(),
         ParamInfo("scale", "pair", [0.02, 0.33], 0.001, 1.0, help="range of the erased share of the area"),
@@ -417,13 +418,18 @@ def _build_step(step: dict) -> Any:
     return getattr(v2, op.name)(**params)
 
 
-class ToContiguousImage(v2.Transform):
-    """``v2.ToImage`` with contiguous memory. A PIL image otherwise arrives as a channels-last view, and
-    ops that draw noise shaped like their input (GaussianNoise) would differ between input types."""
+class Contiguous(v2.Transform):
+    """Make the image contiguous in memory. Pictures from PIL or numpy arrive as channels-last views
+    (which torchvision resizes fastest), but an op that draws noise shaped like its input
+    (GaussianNoise) would then draw different noise for a PIL image than for a tensor."""
 
     def forward(self, *inputs: Any) -> Any:
-        image = v2.functional.to_image(inputs[0] if len(inputs) == 1 else inputs)
-        return image if image.is_contiguous() else tv_tensors.Image(image.contiguous())
+        image = inputs[0] if len(inputs) == 1 else inputs
+        if not isinstance(image, torch.Tensor) or image.is_contiguous():
+            return image
+        if isinstance(image, tv_tensors.TVTensor):
+            return tv_tensors.wrap(image.contiguous(), like=image)
+        return image.contiguous()
 
 
 def _to_float() -> Any:
@@ -443,6 +449,8 @@ def _build_steps(spec: list[dict], dtype_in: torch.dtype) -> tuple[list[list[Any
         if OPS[step["op"]].needs_float and dtype != torch.float32:
             parts.append(_to_float())
             dtype = torch.float32
+        if OPS[step["op"]].needs_contiguous:
+            parts.append(Contiguous())
         parts.append(_build_step(step))
         per_step.append(parts)
     return per_step, dtype
@@ -452,7 +460,7 @@ def build_pipeline(spec: Any, dtype: torch.dtype = torch.float32) -> v2.Compose:
     """Spec -> v2.Compose from a PIL image / uint8 array / uint8 CHW tensor to a plain CHW tensor of ``dtype``."""
     spec = validate_spec(spec)
     per_step, out_dtype = _build_steps(spec, torch.uint8)
-    transforms: list[Any] = [ToContiguousImage()] + [t for parts in per_step for t in parts]
+    transforms: list[Any] = [v2.ToImage()] + [t for parts in per_step for t in parts]
     if dtype == torch.uint8:
         if out_dtype != torch.uint8:
             first = next(s["op"] for s in spec if OPS[s["op"]].needs_float)
@@ -482,7 +490,7 @@ def build_stages(spec: Any) -> dict[str, v2.Compose]:
     spec = validate_spec(spec)
     per_step, out_dtype = _build_steps(spec, torch.uint8)
     groups: dict[str, list[Any]] = {name: [] for name in STAGES}
-    groups["geometry"].append(ToContiguousImage())
+    groups["geometry"].append(v2.ToImage())
     for stage, parts in zip(stage_of_steps(spec), per_step, strict=True):
         groups[stage].extend(parts)
     if out_dtype != torch.float32:
@@ -804,13 +812,15 @@ def _as_uint8_chw(image: Any) -> torch.Tensor:
             raise SpecError(f"expected a uint8 CHW image tensor, got {image.dtype} {tuple(image.shape)}")
         return image
     if hasattr(image, "getbands"):  # PIL
-        return v2.functional.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB")).contiguous()
+        return v2.functional.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise SpecError(f"expected a uint8 HxWx3 image array, got {array.dtype} {array.shape}")
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    if not array.flags.writeable:  # np.asarray(PIL image) is read-only; torch wants writable memory
+        array = array.copy()
+    return torch.from_numpy(array).permute(2, 0, 1)  # a channels-last view: the fastest layout to resize
 
 
 def _run(pipeline: Callable, image: torch.Tensor) -> torch.Tensor:
