@@ -98,7 +98,7 @@ def image_statistics(index: datasets.DatasetIndex) -> None:
             bar.empty()
         stats = st.session_state.get(key)
         if stats:
-            st.code(f"Normalize(mean={stats['mean']}, std={stats['std']})", language="python")
+            st.code(f"Normalize(\n    mean={stats['mean']},\n    std={stats['std']},\n)", language="python")
             st.caption(f"measured on {stats['n']} images decoded at reduced size")
         else:
             st.caption("Not measured yet: the button decodes a random sample (a few seconds).")
@@ -138,7 +138,7 @@ def problems_table(index: datasets.DatasetIndex) -> None:
         return
     frame = pd.DataFrame([{"path": p.path, "kind": p.kind, "message": p.message} for p in index.problems])
     kinds = frame["kind"].value_counts()
-    st.caption("Left out of the index: " + ", ".join(f"{k} × {n}" for k, n in kinds.items()))
+    st.caption("By kind: " + ", ".join(f"{k} × {n}" for k, n in kinds.items()))
     st.dataframe(frame, hide_index=True, key="problems_table")
 
 
