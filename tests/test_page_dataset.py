@@ -80,7 +80,7 @@ def test_gallery_pages_and_channel_stats(env, monkeypatch):
     at.button(key="stats_button").click().run()
     assert not at.exception
     code = "\n".join(c.value for c in at.code)
-    assert "Normalize(mean=" in code
+    assert "Normalize(" in code and "mean=[0.98" in code
 
     at.button(key="verify_button").click().run()
     assert not at.exception
