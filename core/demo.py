@@ -273,9 +273,11 @@ def plan_eval(eval_people: int, seed: int) -> tuple[list[PersonPlan], list[EvalI
 
 SKIN_TONES = ((255, 224, 196), (241, 194, 161), (224, 172, 128), (198, 134, 94), (161, 102, 64), (110, 70, 45))
 HAIR_COLOURS = ((20, 17, 15), (45, 30, 20), (75, 50, 30), (110, 70, 40), (60, 40, 35), (140, 95, 60))
+# Mostly the white, black, blue and grey masks of the real photos; no skin-like tones, so a mask
+# stands out from the face even at 64 x 48.
 MASK_COLOURS = (
-    (238, 238, 240), (235, 238, 245), (168, 200, 232), (30, 30, 34), (140, 142, 150),
-    (232, 176, 196), (42, 52, 92), (214, 196, 170), (120, 170, 140),
+    (240, 240, 242), (236, 240, 248), (160, 196, 234), (28, 28, 32), (128, 130, 140),
+    (230, 150, 185), (40, 52, 100), (110, 170, 140),
 )  # fmt: skip
 SHIRT_COLOURS = ((40, 40, 45), (220, 220, 225), (60, 80, 140), (140, 40, 50), (90, 110, 80), (180, 150, 110))
 
@@ -425,17 +427,18 @@ def _draw_person(img: Image.Image, look: Look, pose: Pose, state: int, variant: 
         d.ellipse(box(s * 0.4 - 0.16, -0.21, s * 0.4 + 0.16, -0.09), fill=(245, 245, 245))
         d.ellipse(box(s * 0.4 - 0.07, -0.21, s * 0.4 + 0.07, -0.09), fill=(35, 25, 20))
         d.line((*p(s * 0.2, -0.33), *p(s * 0.6, -0.36)), fill=brow, width=max(3, int(fw * 0.07)))
-    d.polygon([p(-0.04, -0.12), p(0.04, -0.12), p(0.16, 0.27), p(-0.16, 0.27)], fill=shade)  # nose
+    nose = _mix(look.skin, (60, 30, 20), 0.45)  # darker than the cheeks: "nose visible" is the incorrect-mask cue
+    d.polygon([p(-0.05, -0.12), p(0.05, -0.12), p(0.2, 0.28), p(-0.2, 0.28)], fill=nose)
     d.ellipse(box(-0.14, 0.2, -0.04, 0.28), fill=(60, 35, 30))
     d.ellipse(box(0.04, 0.2, 0.14, 0.28), fill=(60, 35, 30))
-    lips = _mix(look.skin, (170, 40, 50), 0.55)
+    lips = _mix(look.skin, (160, 30, 45), 0.7)
     beard = _mix(look.hair, (30, 25, 20), 0.3)
     if look.beard == 2:
         d.chord(box(-0.95, -0.2, 0.95, 1.08), 20 + tilt, 160 + tilt, fill=beard)
     if look.beard >= 1:
         d.chord(box(-0.38, 0.3, 0.38, 0.5), 180 + tilt, 360 + tilt, fill=beard)
-    d.chord(box(-0.3, 0.38, 0.3, 0.62), tilt, 180 + tilt, fill=lips)  # mouth
-    d.line((*p(-0.3, 0.5), *p(0.3, 0.5)), fill=(70, 30, 30), width=max(2, int(fw * 0.03)))
+    d.chord(box(-0.34, 0.36, 0.34, 0.66), tilt, 180 + tilt, fill=lips)  # mouth
+    d.line((*p(-0.34, 0.51), *p(0.34, 0.51)), fill=(60, 20, 25), width=max(3, int(fw * 0.05)))
     if look.glasses:
         for s in (-1, 1):
             d.ellipse(box(s * 0.4 - 0.25, -0.28, s * 0.4 + 0.25, -0.02), outline=(25, 25, 25), width=width)
@@ -450,8 +453,8 @@ def _draw_person(img: Image.Image, look: Look, pose: Pose, state: int, variant: 
 def _draw_mask(d: ImageDraw.ImageDraw, p, top: float, colour, pattern: int, width: int) -> None:
     bottom = top + 1.08
     outline = [p(-1.03, top), p(1.03, top), p(0.97, top + 0.7), p(0.5, bottom), p(-0.5, bottom), p(-0.97, top + 0.7)]
-    d.polygon(outline, fill=colour)
-    edge = _mix(colour, (0, 0, 0), 0.35) if sum(colour) > 200 else _mix(colour, (255, 255, 255), 0.35)
+    edge = _mix(colour, (0, 0, 0), 0.4) if sum(colour) > 200 else _mix(colour, (255, 255, 255), 0.4)
+    d.polygon(outline, fill=colour, outline=edge, width=width)  # the rim casts a visible edge on the face
     for s in (-1, 1):  # ear loops
         d.line((*p(s * 1.0, top + 0.08), *p(s * 1.08, -0.1)), fill=edge, width=width)
     if pattern == 1:  # pleats
