@@ -225,3 +225,17 @@ def test_job_with_missing_images_fails_naming_them(models_dir, tmp_path):
     assert status["state"] == "failed" and gone in status["error"]
     assert gone in json.loads((job.root / infer.IMAGE_PROBLEMS_FILE).read_text())["images"][0]
     assert not (job.root / "submission.csv").exists()
+
+
+def test_class_folder_dataset_keeps_its_labels(models_dir, tmp_path):
+    root = tmp_path / "classes"
+    for name, shade in (("cats", 30), ("dogs", 200)):
+        (root / name).mkdir(parents=True)
+        for k in range(2):
+            Image.new("RGB", (48, 64), (shade, k * 50, 90)).save(root / name / f"{name}{k}.png")
+    out = tmp_path / "pred.csv"
+    summary = infer.predict_to_files([make_run(models_dir, "r1")], root, out)
+    table = pd.read_csv(out)
+    assert summary["kind"] == "dataset" and len(table) == 4
+    assert sorted(table["label"].tolist()) == [0, 0, 1, 1]
+    assert table["id"].str.startswith(("cats/", "dogs/")).all()

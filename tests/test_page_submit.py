@@ -126,3 +126,32 @@ def test_import_form(tmp_path, env):
     assert runs.read_status(runs.RunFolder(paths["models"] / "mine"))["state"] == "completed"
     at.run()
     assert "mine" in at.multiselect(key="submit_runs").options[0]
+
+
+@pytest.mark.browser
+def test_browser_predict_download_and_validate(demo_root, app_server_factory, new_page, tmp_path):
+    """A real browser: predict the demo eval set, download submission.csv, and validate the file."""
+    from tests.conftest import wait_for_app
+
+    make_run(tmp_path / "models", "browser-run")
+    server = app_server_factory(demo_root.parent)
+    page, watch = new_page()
+    page.goto(server.url)  # a sub-path URL makes Streamlit probe 404s: open the root, then navigate
+    wait_for_app(page)
+    page.get_by_role("link", name="Submission").click()
+    wait_for_app(page)
+    page.get_by_role("button", name="Predict").click()
+    page.get_by_text("started").first.wait_for()
+    download_button = page.get_by_role("button", name="Download submission.csv")
+    download_button.wait_for(timeout=180_000)
+    wait_for_app(page)
+    with page.expect_download() as info:
+        download_button.click()
+    saved = tmp_path / "downloaded.csv"
+    info.value.save_as(saved)
+    watch.screenshot("submit-completed")
+    # main.py's material page icon is fetched from fonts.gstatic.com, which an offline machine cannot resolve
+    watch.errors[:] = [e for e in watch.errors if "ERR_NAME_NOT_RESOLVED" not in e]
+    watch.assert_clean()
+    assert submission.validate_submission(saved, demo_root / "eval" / "info.csv") == []
+    assert pd.read_csv(saved)["ImageID"].tolist() == pd.read_csv(demo_root / "eval" / "info.csv")["ImageID"].tolist()
