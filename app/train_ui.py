@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 # Curves drawn for a run: (title, train column, val column). Train macro F1 is not logged per step.
@@ -19,6 +20,7 @@ CURVES = (
     ("Accuracy", "train_acc", "val_acc"),
     ("Macro F1", "train_f1", "val_f1"),
 )
+_PALETTE = px.colors.qualitative.Plotly
 # Config fields that never make a difference worth showing between runs.
 _DIFF_IGNORED = {"kind"}
 
@@ -43,24 +45,33 @@ def series(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
 def curve_figure(
     runs_metrics: dict[str, pd.DataFrame], title: str, train_col: str, val_col: str, smoothing: float = 0.0
 ) -> go.Figure:
-    """One chart: train (smoothed, raw shown faintly) and val curves against iterations, for one or more runs."""
+    """One chart against iterations: train (smoothed; raw shown faintly for one run) and val curves.
+
+    One run: train and val in two colours. Several runs: one colour per run, train solid, val dashed.
+    """
     fig = go.Figure()
     several = len(runs_metrics) > 1
-    for name, metrics in runs_metrics.items():
+    for i, (name, metrics) in enumerate(runs_metrics.items()):
         prefix = f"{name} · " if several else ""
+        run_colour = _PALETTE[i % len(_PALETTE)]
+        train_colour, val_colour = (run_colour, run_colour) if several else (_PALETTE[0], _PALETTE[1])
         train = series(metrics, train_col)
         if not train.empty:
             if smoothing > 0 and not several:
                 fig.add_trace(
-                    go.Scatter(x=train["step"], y=train["value"], mode="lines", name=f"{prefix}train (raw)",
-                               opacity=0.25, line={"width": 1}, showlegend=False)
+                    go.Scatter(x=train["step"], y=train["value"], mode="lines", name="train (raw)", opacity=0.25,
+                               line={"width": 1, "color": train_colour}, showlegend=False)
                 )  # fmt: skip
             fig.add_trace(
-                go.Scatter(x=train["step"], y=smooth(train["value"], smoothing), mode="lines", name=f"{prefix}train")
-            )
+                go.Scatter(x=train["step"], y=smooth(train["value"], smoothing), mode="lines", name=f"{prefix}train",
+                           line={"color": train_colour})
+            )  # fmt: skip
         val = series(metrics, val_col)
         if not val.empty:
-            fig.add_trace(go.Scatter(x=val["step"], y=val["value"], mode="lines+markers", name=f"{prefix}val"))
+            fig.add_trace(
+                go.Scatter(x=val["step"], y=val["value"], mode="lines+markers", name=f"{prefix}val",
+                           line={"color": val_colour, "dash": "dash" if several else "solid"})
+            )  # fmt: skip
     fig.update_layout(
         title=title, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis_title="iteration", legend={"orientation": "h", "y": -0.25},

@@ -48,6 +48,7 @@ _READY_FD_ENV = "WORKBENCH_JOB_READY_FD"
 # is never unlocked between launch and the job's end: a racing launch fails in the launcher, at once.
 _LOCK_FD_ENV = "WORKBENCH_JOB_LOCK_FD"
 HEARTBEAT_INTERVAL_S = 1.0
+RESUME_LOCK_WAIT_S = 15.0
 SLOT_POLL_S = 0.5
 # A queued run that never got a pid (the launcher died between writing it and starting the process).
 _NEVER_STARTED_AFTER_S = 120.0
@@ -240,6 +241,8 @@ def run_job(run: RunFolder | str | os.PathLike, work: Callable[[JobContext], Non
     previous_handler = _install_sigterm_handler()
     try:
         ctx = JobContext(run)
+        for name in runs.remove_partial_checkpoints(run):
+            runs.append_log(run, f"[job] removed {name}, a checkpoint a stopped job left half-written")
         me = {"pid": os.getpid(), "pid_start": process_start_token(os.getpid())}
         runs.write_status(run, state="queued", **me)
         slot_fd = _wait_for_slot(ctx)
@@ -274,13 +277,25 @@ def _finish(run: RunFolder, state: str, **fields: Any) -> str:
 # ---- launching and controlling jobs (in the app or the CLI) -----------------------------------
 
 
-def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str]) -> int:
+def _lock_run_folder(run: RunFolder, wait_s: float) -> int:
+    """The run folder's lock, retried for up to ``wait_s`` seconds while a dying job lets go of it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return runs.lock_run_folder(run)
+        except RunError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str], lock_wait_s: float = 0.0) -> int:
     """Start ``python -m core <argv…>`` detached for ``run_folder``; return its pid at once.
 
     Raises RunError when another process is writing the folder (a running job or a racing launch).
     """
     run = _as_run(run_folder)
-    lock_fd = runs.lock_run_folder(run)
+    lock_fd = _lock_run_folder(run, lock_wait_s)
     try:
         runs.write_status(
             run, state="queued", queued_at=time.time(), pid=None, pid_start=None, started_at=None,
@@ -376,7 +391,8 @@ def resume(run: RunFolder | str | os.PathLike) -> int:
         raise RunError(f"run {run.id} already completed: start a new run to train more")
     runs.clear_cancel(run)
     runs.append_log(run, f"[job] resumed after {state}")
-    return launch(run, job_argv(run))
+    # A killed process shows as exited (zombie) while its other threads still hold the lock for a moment.
+    return launch(run, job_argv(run), lock_wait_s=RESUME_LOCK_WAIT_S)
 
 
 # ---- reading runs -------------------------------------------------------------------------------

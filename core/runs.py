@@ -323,3 +323,13 @@ def append_log(run: RunFolder, text: str) -> None:
     """Append text to job.log (also the job's stdout/stderr, opened in append mode, so lines interleave)."""
     with open(run.log, "a", encoding="utf-8") as fh:
         fh.write(text if text.endswith("\n") else text + "\n")
+
+
+def remove_partial_checkpoints(run: RunFolder) -> list[str]:
+    """Delete temp files a killed job left half-written in checkpoints/ (call with the run lock held:
+    only the job writes there). Returns their names."""
+    removed = []
+    for tmp in run.checkpoints.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    return removed
