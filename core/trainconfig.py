@@ -42,7 +42,7 @@ class TrainConfig:
     epochs: int = 3  # passes over the training split (ignored when max_steps > 0)
     max_steps: int = 0  # optimizer steps to run instead of epochs (0 = run `epochs` epochs)
     optimizer: str = "adamw"  # sgd | adam | adamw
-    lr: float = 1e-3  # peak learning rate
+    lr: float = 3e-3  # peak learning rate (after warm-up)
     momentum: float = 0.9  # SGD momentum (Adam's beta1 is left at its default)
     weight_decay: float = 1e-4  # L2 penalty (decoupled for adamw)
     scheduler: str = "cosine"  # learning-rate schedule after warm-up: none | step | cosine

@@ -184,6 +184,15 @@ def test_cached_batches_equal_decoded_batches(tmp_path):
     other_seeds = torch.cat([b.images for b in cached.batches(pos, seeds + 1000, 4)])
     assert not torch.equal(a, other_seeds)  # the flip really is drawn per sample from its seed
 
+    # A deterministic remainder runs once per batch: still the same as the per-image decode path.
+    spec = small_specs(16, 12)["eval_spec"]
+    cached = make_source(paths, sizes, spec, "memmap", tmp_path / "cache", log=lambda m: None)
+    decoded = make_source(paths, sizes, spec, "none", tmp_path / "cache", log=lambda m: None)
+    assert not cached.rest_random
+    a = torch.cat([b.images for b in cached.batches(pos, seeds, 4)])
+    b = torch.cat([b.images for b in decoded.batches(pos, seeds, 4)])
+    torch.testing.assert_close(a, b)
+
 
 def test_cache_is_reused_and_rebuilt_when_an_image_changes(tmp_path):
     paths, _ = write_images(tmp_path / "imgs")
