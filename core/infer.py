@@ -201,17 +201,42 @@ def draft_size(spec: list[dict]) -> tuple[int, int] | None:
     return None
 
 
-def input_loader(eval_spec: list[dict]) -> Callable[[str | os.PathLike], torch.Tensor]:
-    """path -> the float CHW tensor a run sees: open_rgb (EXIF upright, modes handled) then the eval spec."""
-    from core import imageio, transforms
+class InputPipeline:
+    """How a run sees an image, in two halves so the costly half runs per image in threads:
 
-    pipeline = transforms.build_pipeline(eval_spec)
-    min_size = draft_size(eval_spec)
+    ``load_uint8(path)``: open_rgb (EXIF upright, modes handled, draft-decoded when safe) and the
+    spec's leading deterministic geometry (resize, crops) -> uint8 CHW, small. ``finish(batch)``:
+    the rest of the spec (to float, Normalize, ...) on a uint8 batch -> float BCHW, as one op per
+    step for the whole batch. ``pipeline(path)`` composes both for one image.
+    """
 
-    def load(path: str | os.PathLike) -> torch.Tensor:
-        return pipeline(imageio.open_rgb(path, min_size=min_size))
+    def __init__(self, eval_spec: list[dict]):
+        from core import transforms
 
-    return load
+        prefix, rest = transforms.split_deterministic_prefix(eval_spec)
+        self._prefix = transforms.build_pipeline(prefix, dtype=torch.uint8)
+        self._rest = transforms.build_pipeline(rest)
+        # a random step after the prefix (unusual in an eval spec) must draw per image, not per batch
+        self._per_image = not all(transforms.is_deterministic(step) for step in rest)
+        self._min_size = draft_size(eval_spec)
+
+    def load_uint8(self, path: str | os.PathLike) -> torch.Tensor:
+        from core import imageio
+
+        return self._prefix(imageio.open_rgb(path, min_size=self._min_size))
+
+    def finish(self, batch: torch.Tensor) -> torch.Tensor:
+        if self._per_image:
+            return torch.stack([self._rest(x) for x in batch])
+        return self._rest(batch)
+
+    def __call__(self, path: str | os.PathLike) -> torch.Tensor:
+        return self.finish(self.load_uint8(path).unsqueeze(0))[0]
+
+
+def input_loader(eval_spec: list[dict]) -> InputPipeline:
+    """path -> the float CHW tensor a run sees (what predict() feeds the model, image by image)."""
+    return InputPipeline(eval_spec)
 
 
 def _load_or_reason(load: Callable[[str], torch.Tensor], path: str) -> torch.Tensor | str:
@@ -255,23 +280,35 @@ def predict_probabilities(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Softmax probabilities (N x K, float32) of one run over ``paths`` and the failures as 'name: reason'."""
-    load = input_loader(member.eval_spec)
+    pipeline = InputPipeline(member.eval_spec)
     probs = np.zeros((len(paths), len(member.classes)), dtype=np.float32)
     failures: list[str] = []
     with torch.inference_mode():
-        for start, items in iter_batches(paths, load, batch_size):
-            ok = [i for i, item in enumerate(items) if isinstance(item, torch.Tensor)]
+        for start, items in iter_batches(paths, pipeline.load_uint8, batch_size):
             failures.extend(item for item in items if isinstance(item, str))
-            if ok and not failures:  # once anything failed the result is discarded: skip the model work
-                batch = torch.stack([items[i] for i in ok]).to(member.device, non_blocking=True)
-                batch = batch.contiguous(memory_format=torch.channels_last)
-                p = torch.softmax(member.model(batch).float(), dim=1)
-                if tta:  # horizontal flip: people and masks are left-right symmetric
-                    p = (p + torch.softmax(member.model(batch.flip(-1)).float(), dim=1)) / 2
-                probs[[start + i for i in ok]] = p.cpu().numpy()
+            if not failures:  # once anything failed the result is discarded: skip the model work
+                for rows, batch in _same_size_groups(items):
+                    probs[[start + i for i in rows]] = _forward(member, pipeline.finish(batch), tta)
             if progress:
                 progress(len(items))
     return probs, failures
+
+
+def _same_size_groups(items: list[torch.Tensor]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Stack images of one size together (a spec without a fixed final size can give several)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(tuple(item.shape), []).append(i)
+    for rows in groups.values():
+        yield rows, torch.stack([items[i] for i in rows])
+
+
+def _forward(member: RunModel, batch: torch.Tensor, tta: bool) -> np.ndarray:
+    batch = batch.to(member.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    p = torch.softmax(member.model(batch).float(), dim=1)
+    if tta:  # horizontal flip: people and masks are left-right symmetric
+        p = (p + torch.softmax(member.model(batch.flip(-1)).float(), dim=1)) / 2
+    return p.cpu().numpy()
 
 
 # ---- predictions ---------------------------------------------------------------------------------------
