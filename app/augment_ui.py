@@ -57,6 +57,7 @@ def ensure_state() -> None:
         if _state_key(pipe) not in st.session_state:
             train, eval_ = transforms.preset(DEFAULT_PRESETS[pipe])
             load_into(pipe, train, eval_, f"preset {DEFAULT_PRESETS[pipe]}")
+            st.session_state[f"aug-{pipe}-pick"] = f"preset: {DEFAULT_PRESETS[pipe]}"
 
 
 def entries(pipe: str, which: str) -> list[dict]:
@@ -197,7 +198,7 @@ def _param_widget(info: transforms.ParamInfo, value: Any, key: str) -> Any:
             return float(st.slider(label, 0.0, 1.0, float(value), step=0.05, key=key, help=info.help or None))
         return _float_input(label, info, value, key)
     if kind in ("size", "pair", "triple"):
-        names = {"size": ("height", "width"), "pair": ("low", "high"), "triple": ("R", "G", "B")}[kind]
+        names = {"size": ("height", "width"), "pair": info.parts or ("low", "high"), "triple": ("R", "G", "B")}[kind]
         cols = st.columns(len(names))
         out = []
         for col, part, item in zip(cols, names, value, strict=True):
@@ -343,6 +344,7 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
     cols[1].button("Load", key=f"aug-{pipe}-load", on_click=_load_choice, args=(pipe,))
     if error := st.session_state.pop(f"aug-{pipe}-error", None):
         st.error(error)
+    check_area = st.container()  # the pair check goes on top, filled once the edited specs are known
     which = st.radio(
         "Editing", WHICH, format_func=lambda w: f"{WHICH_LABEL[w]} spec", horizontal=True, key=f"aug-{pipe}-which"
     )
@@ -352,9 +354,10 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
         train = transforms.validate_spec(current_spec(pipe, "train"))
         eval_ = transforms.validate_spec(current_spec(pipe, "eval"))
     except WorkbenchError as err:
-        st.error(f"Pipeline {pipe}: {err}")
+        check_area.error(f"Pipeline {pipe}: {err}")
         return None
-    _pair_check(pipe, train, eval_)
+    with check_area:
+        _pair_check(pipe, train, eval_)
     with st.expander("JSON, download and save"):
         for spec, w in ((train, "train"), (eval_, "eval")):
             st.caption(f"{WHICH_LABEL[w]} spec")
@@ -432,7 +435,7 @@ def model_input_section(source: str, specs: dict[str, tuple | None], seed: int) 
             pictures = train_view.stages[1:] or train_view.stages
             inner = st.columns(len(pictures) + 1)
             for slot, picture in zip(inner, pictures, strict=False):
-                slot.image(picture.image, caption=f"training, {picture.caption}", width="content")
+                slot.image(picture.image, caption=picture.caption, width="content")
             inner[-1].image(eval_view.stages[-1].image, caption=f"evaluation: {eval_view.stages[-1].caption}",
                             width="content")  # fmt: skip
             mean = ", ".join(f"{v:.2f}" for v in train_view.channel_mean)

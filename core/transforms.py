@@ -83,6 +83,7 @@ class ParamInfo:
     optional: bool = False  # null is allowed and means "off" (torchvision's None)
     scalar: str = ""  # how a single number is read for "pair"/"size": "sym" d->[-d, d], "same" s->[s, s]
     suggest: Any = None  # what the page fills in for a required parameter
+    parts: tuple[str, ...] = ()  # names of a pair's two numbers when they are not [low, high]
     help: str = ""  # one line shown beside the widget
 
     @property
@@ -192,7 +193,7 @@ _OP_LIST: list[OpInfo] = [
     _op("RandomAffine", "geometry", True, [
         ParamInfo("degrees", "pair", _REQUIRED, -180, 180, scalar="sym", suggest=[-10.0, 10.0],
                   help="range of the rotation angle in degrees"),
-        ParamInfo("translate", "pair", None, 0.0, 1.0, optional=True,
+        ParamInfo("translate", "pair", None, 0.0, 1.0, optional=True, parts=("horizontal", "vertical"),
                   help="largest shift as a share of [width, height]"),
         ParamInfo("scale", "pair", None, 0.05, 10.0, optional=True, help="range of the zoom factor"),
         ParamInfo("shear", "pair", None, -90, 90, optional=True, scalar="sym", help="range of the x shear in degrees"),
@@ -307,12 +308,12 @@ def _check_param(info: ParamInfo, value: Any, where: str) -> Any:
     if kind in ("size", "pair"):
         if _is_number(value) and info.scalar:
             value = [-value, value] if info.scalar == "sym" else [value, value]
-        shape = "[height, width]" if kind == "size" else "[low, high]"
+        shape = "[height, width]" if kind == "size" else f"[{', '.join(info.parts or ('low', 'high'))}]"
         if not isinstance(value, list) or len(value) != 2:
             raise SpecError(f"{where}: {info.name} must be {shape}, got {value!r}")
         values = _check_numbers(list(value), info, where, integer=kind == "size")
         if kind == "pair":
-            if values[0] > values[1]:
+            if values[0] > values[1] and not info.parts:
                 raise SpecError(f"{where}: {info.name} must be [low, high] with low <= high, got {value!r}")
             return [float(v) for v in values]
         return [int(v) for v in values]

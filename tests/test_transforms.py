@@ -97,6 +97,8 @@ def test_validate_fills_defaults_and_expands_scalars():
     assert spec[0]["degrees"] == [-15.0, 15.0] and spec[0]["interpolation"] == "nearest"
     assert spec[1]["size"] == [100, 100]
     assert T.validate_spec({"steps": [RESIZE]}) == T.validate_spec([RESIZE])
+    # translate is [horizontal, vertical], not a range: any order is fine
+    assert T.validate_spec([{"op": "RandomAffine", "degrees": 0, "translate": [0.2, 0.05]}])[0]["translate"] == [0.2, 0.05]
 
 
 @pytest.mark.parametrize(

@@ -13,19 +13,22 @@ ui.ensure_state()
 
 picked = ui.image_picker()
 n, seed = ui.sample_controls()
+previews = st.container()  # samples sit above the editors; drawn once the editors have run
 
 specs = {}
 for pipe, column in zip(ui.PIPES, st.columns(len(ui.PIPES), gap="large"), strict=True):
     with column:
         specs[pipe] = ui.pipeline_panel(pipe)
 
-if picked is None:
-    st.stop()
-source, caption = picked
-try:
-    ui.source_array(source)
-except ui.WorkbenchError as err:
-    st.error(str(err))
-    st.stop()
-ui.samples_grid(source, caption, specs, n, seed)
-ui.model_input_section(source, specs, seed)
+with previews:
+    if picked is None:
+        st.stop()
+    source, caption = picked
+    try:
+        ui.source_array(source)
+    except ui.WorkbenchError as err:
+        st.error(str(err))
+        st.stop()
+    ui.samples_grid(source, caption, specs, n, seed)
+    ui.model_input_section(source, specs, seed)
+    st.divider()
