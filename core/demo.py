@@ -310,14 +310,25 @@ class Look:
     background: Image.Image
 
 
+def _greyness(rng: np.random.Generator, age: int) -> float:
+    """How grey the hair is: none under 30, growing through the middle band, white at 60.
+
+    The 60-year-olds are white-haired so the smallest classes (male, 60) stay learnable.
+    """
+    band = age_band(age)
+    if band == 0:
+        return 0.0
+    if band == 1:
+        return float(np.clip((age - 30) / 40 + rng.uniform(0.05, 0.25), 0.0, 0.7))
+    return float(rng.uniform(0.8, 1.0))
+
+
 def _make_look(rng: np.random.Generator, gender: int, age: int) -> Look:
     band = age_band(age)
     scale = rng.uniform(0.8, 1.18)
     skin = _jitter(rng, SKIN_TONES[rng.integers(len(SKIN_TONES))], 12)
     base_hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
-    # Greying grows with age; the 60-year-olds are white-haired so the smallest classes stay learnable.
-    grey = 0.0 if band == 0 else float(np.clip((age - 30) / 40 + rng.uniform(0.05, 0.25), 0, 0.7)) if band == 1 else rng.uniform(0.8, 1.0)
-    hair = _mix(base_hair, (215, 215, 218), grey)
+    hair = _mix(base_hair, (215, 215, 218), _greyness(rng, age))
     wrinkles = 0 if band == 0 else (2 if age < 45 else 3) if band == 1 else 4
     masks = [(_jitter(rng, MASK_COLOURS[rng.integers(len(MASK_COLOURS))], 8), int(rng.integers(0, 4))) for _ in range(5)]
     return Look(
@@ -339,7 +350,7 @@ def _make_look(rng: np.random.Generator, gender: int, age: int) -> Look:
 
 
 def _background(rng: np.random.Generator) -> Image.Image:
-    """A room-like backdrop: a vertical gradient, a wall edge or a window, a floor line."""
+    """A room-like backdrop: a vertical gradient with a few soft blocks (doors, windows, furniture)."""
     top = tuple(int(v) for v in rng.integers(40, 240, 3))
     bottom = _jitter(rng, _mix(top, (90, 90, 90), rng.uniform(0.1, 0.6)), 25)
     ramp = np.linspace(0.0, 1.0, HEIGHT, dtype=np.float32)[:, None, None]
@@ -349,8 +360,7 @@ def _background(rng: np.random.Generator) -> Image.Image:
     for _ in range(int(rng.integers(0, 4))):
         x0, y0 = int(rng.integers(-50, WIDTH)), int(rng.integers(-50, HEIGHT // 2))
         w, h = int(rng.integers(40, 220)), int(rng.integers(60, 400))
-        colour = _jitter(rng, tuple(int(v) for v in rng.integers(30, 250, 3)), 0)
-        draw.rectangle((x0, y0, x0 + w, y0 + h), fill=colour)
+        draw.rectangle((x0, y0, x0 + w, y0 + h), fill=tuple(int(v) for v in rng.integers(30, 250, 3)))
     return img.filter(ImageFilter.BoxBlur(2))
 
 
