@@ -182,8 +182,8 @@ def _param_widget(info: transforms.ParamInfo, value: Any, key: str) -> Any:
         on = st.checkbox(f"{label} (on)", value=value is not None, key=f"{key}-on", help=info.help or None)
         if not on:
             return None
-        if value is None:
-            value = [info.low, info.high] if kind == "pair" else info.low
+        if value is None:  # just switched on: start from the registry's suggestion
+            value = info.suggest if info.suggest is not None else [info.low, info.high] if kind == "pair" else info.low
     if kind == "bool":
         return st.checkbox(label, value=bool(value), key=key, help=info.help or None)
     if kind == "choice":

@@ -194,9 +194,10 @@ _OP_LIST: list[OpInfo] = [
         ParamInfo("degrees", "pair", _REQUIRED, -180, 180, scalar="sym", suggest=[-10.0, 10.0],
                   help="range of the rotation angle in degrees"),
         ParamInfo("translate", "pair", None, 0.0, 1.0, optional=True, parts=("horizontal", "vertical"),
-                  help="largest shift as a share of [width, height]"),
-        ParamInfo("scale", "pair", None, 0.05, 10.0, optional=True, help="range of the zoom factor"),
-        ParamInfo("shear", "pair", None, -90, 90, optional=True, scalar="sym", help="range of the x shear in degrees"),
+                  suggest=[0.1, 0.1], help="largest shift as a share of [width, height]"),
+        ParamInfo("scale", "pair", None, 0.05, 10.0, optional=True, suggest=[0.9, 1.1], help="range of the zoom factor"),
+        ParamInfo("shear", "pair", None, -90, 90, optional=True, scalar="sym", suggest=[-10.0, 10.0],
+                  help="range of the x shear in degrees"),
         _interp("nearest"), _fill(),
     ], "random rotation, shift, zoom and shear", build=_with_interp("RandomAffine")),
     _op("RandomPerspective", "geometry", True, [

@@ -151,6 +151,23 @@ def test_add_move_and_remove_steps(env):
     assert warnings(at) == []
 
 
+def test_every_registry_op_gets_working_widgets(env):
+    from core import transforms
+
+    at = open_page()
+    for name in transforms.OPS:
+        at.selectbox(key="aug-A-train-addop").set_value(name)
+        at.button(key="aug-A-train-add").click()
+        at.run()
+        assert not at.exception, (name, at.exception)
+    assert [s["op"] for s in spec_of(at, "A")][2:] == list(transforms.OPS)
+    # switching an optional parameter on starts from the registry's suggestion
+    affine = next(e for e in at.session_state["aug_pipe_A"]["train"] if e["step"]["op"] == "RandomAffine")
+    at.checkbox(key=f"aug-A-train-{affine['uid']}-shear-on").check()
+    at.run()
+    assert next(s for s in spec_of(at, "A") if s["op"] == "RandomAffine")["shear"] == [-10.0, 10.0]
+
+
 def test_editing_the_evaluation_spec(env):
     at = open_page()
     at.radio(key="aug-B-which").set_value("eval")
