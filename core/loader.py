@@ -209,7 +209,8 @@ class CachedSource:
                 with one_thread():
                     images = torch.stack([apply_seeded(self.rest, img, s) for img, s in zip(raw, seeds[part].tolist(), strict=True)])
             else:
-                images = self.rest(raw)  # deterministic: one call on the whole batch
+                with one_thread():  # cheap elementwise work: threads only add hand-off costs
+                    images = self.rest(raw)  # deterministic: one call on the whole batch
             yield Batch(torch.as_tensor(images), pos)
 
 

@@ -361,6 +361,10 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
 
     def caching(done: int, total: int) -> None:
         ctx.heartbeat(message=f"caching decoded images {done}/{total}")
+        if ctx.cancel_requested():  # the cache is built in a temp file: stopping here leaves nothing half-made
+            from core.jobs import JobCancelled
+
+            raise JobCancelled("cancelled while caching images")
 
     log = lambda msg: _log(ctx, msg)  # noqa: E731
     train_src = make_source(paths, sizes, cfg.train_spec, cfg.cache, cache_dir, cfg.workers, caching, log)

@@ -302,3 +302,12 @@ def test_single_class_dataset_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="single class"):
         run_training(run, Ctx())
     assert not run.last_checkpoint.exists()
+
+
+def test_cancel_while_caching_stops_before_training_and_leaves_no_half_cache(demo_root, tmp_path):
+    run = make_run(tmp_path / "models", "early", data=str(demo_root), task="mask", **small_specs(32, 24))
+    with pytest.raises(JobCancelled, match="caching"):
+        run_training(run, Ctx(cancel_at=0))
+    assert not run.last_checkpoint.exists()
+    cache = tmp_path / "cache" / "decoded"
+    assert not list(cache.glob("*.u8")) and not list(cache.glob("*.tmp"))
