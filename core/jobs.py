@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -467,7 +468,7 @@ def run_summary(run: RunFolder) -> dict[str, Any]:
         "total_steps": total,
         "best_val_f1": best_scores(run)["val_f1"],
         "duration": duration,
-        "started": pd.Timestamp(started, unit="s") if started else None,
+        "started": datetime.fromtimestamp(started) if started else None,  # local time, as people read it
         "error": status.get("error"),
         "path": str(run.root),
     }

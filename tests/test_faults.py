@@ -178,6 +178,9 @@ def test_two_launches_racing_for_one_run_folder(env, demo_root):
     assert f"run {run.id} is already being written by pid" in str(errors[0])
     status = wait_state(run, "completed")
     assert status["pid"] == pids[0]
+    row = jobs.list_runs().set_index("id").loc[run.id]
+    assert row["state"] == "completed" and row["progress"] == 1.0 and row["best_val_f1"] is not None
+    assert run.best_checkpoint.is_file() and run.val_predictions.is_file()
     # The same name twice is refused before anything is written.
     with pytest.raises(RunError, match="already exists"):
         jobs.launch_training(tiny_config(demo_root), name="raced")

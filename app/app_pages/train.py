@@ -147,7 +147,8 @@ def live_panel(run: runs.RunFolder) -> None:
     if previous in runs.ACTIVE_STATES and state in runs.FINAL_STATES:
         st.rerun()  # refresh the runs table and stop the timer
 
-    st.markdown(f"**{run.id}** — {state}" + (f" · {status['message']}" if status.get("message") else ""))
+    message = status.get("message")
+    st.markdown(f"**{run.id}** — {state}" + (f" · {message}" if message and message != state else ""))
     if state == "failed" and status.get("error"):
         st.error(status["error"])
     step, total = status.get("step") or 0, status.get("total_steps") or 0
