@@ -358,6 +358,8 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
     paths = data.frame["path"].astype(str).tolist()
     sizes = list(zip(data.frame["height"].astype(int), data.frame["width"].astype(int), strict=True))
     cache_dir = settings.load().cache_dir
+    torch.manual_seed(cfg.seed)  # initial weights; built before caching so missing weights fail at once
+    model = models.build_model(cfg.model, num_classes, cfg.pretrained)
 
     def caching(done: int, total: int) -> None:
         ctx.heartbeat(message=f"caching decoded images {done}/{total}")
@@ -373,8 +375,6 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
     labels_t = torch.tensor(data.labels)
     train_labels = data.labels[data.train_pos]
 
-    torch.manual_seed(cfg.seed)  # initial weights
-    model = models.build_model(cfg.model, num_classes, cfg.pretrained)
     channels_last = cfg.channels_last and models.prefers_channels_last(cfg.model)
     model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     loss_fn = make_loss(cfg, train_labels, num_classes).to(device)

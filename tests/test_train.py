@@ -311,3 +311,18 @@ def test_cancel_while_caching_stops_before_training_and_leaves_no_half_cache(dem
     assert not run.last_checkpoint.exists()
     cache = tmp_path / "cache" / "decoded"
     assert not list(cache.glob("*.u8")) and not list(cache.glob("*.tmp"))
+
+
+def test_missing_pretrained_weights_fail_the_run_before_any_work(demo_root, tmp_path, monkeypatch):
+    from core.errors import CheckpointError
+
+    before = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        run = make_run(tmp_path / "models", "pre", data=str(demo_root), model="resnet18", pretrained=True,
+                       **small_specs(32, 24))  # fmt: skip
+        with pytest.raises(CheckpointError, match=r"resnet18-f37072fd\.pth.*hub/checkpoints"):
+            run_training(run, Ctx())
+    finally:
+        torch.hub.set_dir(before)
+    assert not (tmp_path / "cache" / "decoded").exists()
