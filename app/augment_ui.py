@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,15 @@ WHICH_LABEL = {"train": "training", "eval": "evaluation"}
 DEFAULT_PRESETS = {"A": "baseline", "B": "light"}
 PATTERN = "pattern:"  # source key of the built-in test pattern
 MAX_SAMPLES = 8
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def plain(text: object) -> str:
+    """Text for st.caption/st.error & co. shown literally: file, folder and op names come from users,
+    and markdown would otherwise turn them into links, images or formatting."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -111,7 +121,7 @@ def _dataset_picker() -> tuple[str, str] | None:
     try:
         index = widgets.load_index(root)
     except WorkbenchError as err:
-        st.error(str(err))
+        st.error(plain(err))
         return None
     frame = index.frame
     if frame.empty:
@@ -299,7 +309,7 @@ def _import_upload(pipe: str, which: str) -> None:
     try:
         train, eval_ = transforms.parse_spec_document(upload.getvalue(), upload.name)
     except WorkbenchError as err:
-        st.error(str(err))
+        st.error(plain(err))
         return
     if eval_ is not None:
         load_into(pipe, train, eval_, f"imported pair {upload.name}")
@@ -330,7 +340,7 @@ def _save_pair(pipe: str) -> None:
     cols[0].text_input("Save this pair as", key=f"aug-{pipe}-savename", placeholder="e.g. crop-flip-v1")
     cols[1].button("Save", key=f"aug-{pipe}-save", on_click=_save_pair_clicked, args=(pipe,))
     if outcome := st.session_state.pop(f"aug-{pipe}-saved", None):
-        (st.error if outcome[0] == "error" else st.success)(outcome[1])
+        (st.error if outcome[0] == "error" else st.success)(plain(outcome[1]))
 
 
 def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
@@ -338,12 +348,12 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
     (train, eval) specs, or None (with an error shown) when the spec is invalid."""
     st.subheader(f"Pipeline {pipe}")
     state = st.session_state[_state_key(pipe)]
-    st.caption(f"Started from {state['origin']}.")
+    st.caption(plain(f"Started from {state['origin']}."))
     cols = st.columns([3, 1], vertical_alignment="bottom")
     cols[0].selectbox("Start from", _pair_options(), key=f"aug-{pipe}-pick")
     cols[1].button("Load", key=f"aug-{pipe}-load", on_click=_load_choice, args=(pipe,))
     if error := st.session_state.pop(f"aug-{pipe}-error", None):
-        st.error(error)
+        st.error(plain(error))
     check_area = st.container()  # the pair check goes on top, filled once the edited specs are known
     which = st.radio(
         "Editing", WHICH, format_func=lambda w: f"{WHICH_LABEL[w]} spec", horizontal=True, key=f"aug-{pipe}-which"
@@ -354,7 +364,7 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
         train = transforms.validate_spec(current_spec(pipe, "train"))
         eval_ = transforms.validate_spec(current_spec(pipe, "eval"))
     except WorkbenchError as err:
-        check_area.error(f"Pipeline {pipe}: {err}")
+        check_area.error(plain(f"Pipeline {pipe}: {err}"))
         return None
     with check_area:
         _pair_check(pipe, train, eval_)
@@ -378,7 +388,7 @@ def _pair_check(pipe: str, train: list[dict], eval_: list[dict]) -> None:
     st.caption(f"Model input from a 512×384 photo: training {size_t[0]}×{size_t[1]}, evaluation {size_e[0]}×{size_e[1]}.")
     findings = transforms.check_pair(train, eval_)
     for finding in findings:
-        st.warning(f"Pipeline {pipe}: {finding}", icon=":material/warning:")
+        st.warning(plain(f"Pipeline {pipe}: {finding}"), icon=":material/warning:")
     if not findings:
         st.success(f"Pipeline {pipe}: evaluation images match what training shows the model.")
 
@@ -399,7 +409,7 @@ def _view(source: str, spec_json: str, seed: int) -> transforms.ModelInputView:
 def samples_grid(source: str, caption: str, specs: dict[str, tuple | None], n: int, seed: int) -> None:
     """The original beside ``n`` training samples of each pipeline, in aligned columns."""
     st.subheader("Samples")
-    st.caption(f"{caption} · seed {seed}: the same seed brings the same samples back.")
+    st.caption(plain(f"{caption} · seed {seed}: the same seed brings the same samples back."))
     original = source_array(source)
     for pipe, pair in specs.items():
         cols = st.columns(n + 1)
@@ -410,7 +420,7 @@ def samples_grid(source: str, caption: str, specs: dict[str, tuple | None], n: i
         try:
             images = _samples(source, json.dumps(pair[0]), n, seed)
         except WorkbenchError as err:
-            cols[1].error(f"Pipeline {pipe}: {err}")
+            cols[1].error(plain(f"Pipeline {pipe}: {err}"))
             continue
         for i, (col, image) in enumerate(zip(cols[1:], images, strict=True)):
             col.image(image, caption=f"{pipe} · {i + 1}", width="stretch")
@@ -430,7 +440,7 @@ def model_input_section(source: str, specs: dict[str, tuple | None], seed: int) 
                 train_view = _view(source, json.dumps(pair[0]), seed)
                 eval_view = _view(source, json.dumps(pair[1]), seed)
             except WorkbenchError as err:
-                st.error(f"Pipeline {pipe}: {err}")
+                st.error(plain(f"Pipeline {pipe}: {err}"))
                 continue
             pictures = train_view.stages[1:] or train_view.stages
             inner = st.columns(len(pictures) + 1)

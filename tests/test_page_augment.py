@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -45,8 +46,17 @@ def sample_urls(at: AppTest, pipe: str) -> list[str]:
     return [img.value[0] for img in at.image if img.captions and img.captions[0].startswith(f"{pipe} · ")]
 
 
+def shown(value: str) -> str:
+    """The text a markdown element displays (the page escapes markdown characters in it)."""
+    return re.sub(r"\\(.)", r"\1", value)
+
+
 def warnings(at: AppTest) -> list[str]:
-    return [w.value for w in at.warning]
+    return [shown(w.value) for w in at.warning]
+
+
+def errors(at: AppTest) -> list[str]:
+    return [shown(e.value) for e in at.error]
 
 
 def spec_of(at: AppTest, pipe: str, which: str = "train") -> list[dict]:
@@ -59,7 +69,7 @@ def test_page_shows_dataset_samples_for_both_pipelines_and_a_clean_check(env):
     n = at.slider(key="aug_n").value
     assert len(sample_urls(at, "A")) == n and len(sample_urls(at, "B")) == n
     assert len(set(sample_urls(at, "B"))) == n  # light preset: every sample is different
-    assert [s.value for s in at.success] == [
+    assert [shown(s.value) for s in at.success] == [
         "Pipeline A: evaluation images match what training shows the model.",
         "Pipeline B: evaluation images match what training shows the model.",
     ]
@@ -124,7 +134,7 @@ def test_importing_a_bad_spec_shows_an_error_and_keeps_the_pipeline(env, content
     at.file_uploader(key="aug-import-A").set_value(("bad.json", content, "application/json"))
     at.run()
     assert not at.exception
-    assert any(words in e.value for e in at.error), [e.value for e in at.error]
+    assert any(words in e for e in errors(at)), errors(at)
     assert [s["op"] for s in spec_of(at, "A")] == ["Resize", "Normalize"]
 
 
@@ -135,7 +145,7 @@ def test_add_move_and_remove_steps(env):
     at.run()
     assert [s["op"] for s in spec_of(at, "A")] == ["Resize", "Normalize", "RandomGrayscale"]
     # after Normalize a colour step is refused with a clear message
-    assert any("step 3 (RandomGrayscale): colour changes must come before Normalize" in e.value for e in at.error)
+    assert any("step 3 (RandomGrayscale): colour changes must come before Normalize" in e for e in errors(at))
     widget(at.button, "aug-A-train-", "-up").key  # noqa: B018 - exists
     uid = at.session_state["aug_pipe_A"]["train"][2]["uid"]
     at.button(key=f"aug-A-train-{uid}-up").click()
@@ -187,12 +197,12 @@ def test_load_a_preset_and_save_a_pair_for_the_training_page(env):
     at.text_input(key="aug-B-savename").set_value("../escape")
     at.button(key="aug-B-save").click()
     at.run()
-    assert any("not a usable name" in e.value for e in at.error)
+    assert any("not a usable name" in e for e in errors(at))
     at.text_input(key="aug-B-savename").set_value("crop-v1")
     at.button(key="aug-B-save").click()
     at.run()
     assert (env / "specs" / "crop-v1.json").is_file()
-    assert any("crop-v1" in s.value for s in at.success)
+    assert any("crop-v1" in shown(s.value) for s in at.success)
     assert "saved: crop-v1" in at.selectbox(key="aug-A-pick").options
     from core import transforms
 
@@ -227,6 +237,16 @@ def test_uploaded_image_and_unreadable_upload(env):
     at.file_uploader(key="aug_upload_image").set_value(("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png"))
     at.run()
     assert not at.exception and at.error and not sample_urls(at, "A")
+
+
+def test_user_file_names_are_shown_literally(env):
+    at = open_page()
+    name = "[click](http://example.invalid) *x*.json"
+    at.file_uploader(key="aug-import-A").set_value((name, json.dumps(CROP_TRAIN).encode(), "application/json"))
+    at.run()
+    origin = next(c.value for c in at.caption if "imported from" in c.value)
+    assert "\\[click\\]\\(http" in origin and "\\*x\\*" in origin  # escaped: no link, no emphasis
+    assert shown(origin) == f"Started from training spec imported from {name}."
 
 
 def test_without_a_dataset_the_test_pattern_is_used(env, monkeypatch):

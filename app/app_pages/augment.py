@@ -27,7 +27,7 @@ with previews:
     try:
         ui.source_array(source)
     except ui.WorkbenchError as err:
-        st.error(str(err))
+        st.error(ui.plain(err))
         st.stop()
     ui.samples_grid(source, caption, specs, n, seed)
     ui.model_input_section(source, specs, seed)
