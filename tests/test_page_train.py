@@ -189,3 +189,16 @@ def test_launch_from_the_form_watch_restart_and_cancel(env):
         wait_until(lambda: jobs.reconcile(run)["state"] == "cancelled", what="the cancel")
         assert runs.load_checkpoint(run.last_checkpoint)["step"] > 0
         wait_until(lambda: fresh.run() and any(b.key == "resume_from-page" for b in fresh.button), what="Resume")
+
+
+def test_saved_pair_is_offered_and_its_check_warning_shown_before_launch(env):
+    from core import transforms
+
+    train_spec, eval_spec = transforms.preset("baseline", (64, 48))
+    transforms.save_named_pair("cropped", [{"op": "CenterCrop", "size": [320, 256]}, *train_spec], eval_spec)
+    at = open_page()
+    assert not at.warning
+    at.selectbox(key="train_pair").set_value("saved: cropped").run()
+    assert not at.exception
+    assert any("evaluation does not crop" in w.value for w in at.warning)
+    assert any("64×48" in c.value for c in at.caption)  # the saved pair fixes the image size
