@@ -198,14 +198,17 @@ def test_deterministic_prefix_then_rest_equals_the_whole_pipeline(name):
         prefix, rest = T.split_deterministic_prefix(spec)
         assert prefix + rest == T.validate_spec(spec)
         assert all(T.OPS[s["op"]].stage == "geometry" and not T.OPS[s["op"]].random for s in prefix)
-        image = small_image()
-        torch.manual_seed(1)
-        whole = T.build_pipeline(spec)(image)
-        torch.manual_seed(1)
-        cached = T.build_pipeline(prefix, dtype=torch.uint8)(image)
-        split = T.build_pipeline(rest)(cached)
-        assert cached.dtype == torch.uint8
-        assert torch.equal(whole, split)
+        from PIL import Image
+
+        for image in (small_image(), Image.fromarray(small_image().permute(1, 2, 0).numpy())):
+            torch.manual_seed(1)
+            whole = T.build_pipeline(spec)(image)
+            torch.manual_seed(1)
+            # the loader keeps the prefix output in a contiguous uint8 cache
+            cached = T.build_pipeline(prefix, dtype=torch.uint8)(image).contiguous()
+            split = T.build_pipeline(rest)(cached)
+            assert cached.dtype == torch.uint8
+            assert torch.equal(whole, split)
 
 
 def test_prefix_stops_at_the_first_random_or_colour_step():
