@@ -196,6 +196,7 @@ class CachedSource:
         self.cache = cache
         self.rest = transforms.build_pipeline(list(rest))
         self.rest_random = spec_is_random(rest)
+        self.fast = fused_normalize(transforms.validate_spec(list(rest)))
         self.skipped = skipped
 
     def batches(self, positions: np.ndarray, seeds: np.ndarray, batch_size: int) -> Iterator[Batch]:
@@ -203,15 +204,34 @@ class CachedSource:
         positions, seeds = positions[keep], seeds[keep]
         for part in _chunks(len(positions), batch_size):
             pos = positions[part]
-            # N x H x W x 3 viewed as N x 3 x H x W: already channels_last in memory, no copy.
-            raw = torch.from_numpy(np.ascontiguousarray(self.cache[pos])).permute(0, 3, 1, 2)
+            # Made contiguous N x 3 x H x W (a cheap uint8 copy): elementwise transforms on the strided
+            # NHWC view were measured 2-3x slower.
+            raw = torch.from_numpy(np.ascontiguousarray(self.cache[pos])).permute(0, 3, 1, 2).contiguous()
             if self.rest_random:
                 with one_thread():
                     images = torch.stack([apply_seeded(self.rest, img, s) for img, s in zip(raw, seeds[part].tolist(), strict=True)])
+            elif self.fast is not None:
+                images = self.fast(raw)
             else:
                 with one_thread():  # cheap elementwise work: threads only add hand-off costs
                     images = self.rest(raw)  # deterministic: one call on the whole batch
             yield Batch(torch.as_tensor(images), pos)
+
+
+def fused_normalize(rest: list[dict]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For a remainder that is just Normalize (the baseline's) or nothing: uint8 -> float in one
+    multiply-add, the same numbers as ToDtype(scale=True) + Normalize (to float rounding) at about
+    half the cost, measured on 64 x 3 x 128 x 96 batches. None for any other remainder."""
+    if not rest:
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    elif len(rest) == 1 and rest[0]["op"] == "Normalize":
+        mean, std = rest[0]["mean"], rest[0]["std"]
+    else:
+        return None
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    scale = 1.0 / (255.0 * std_t)
+    shift = -torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t
+    return lambda raw: torch.addcmul(shift, raw.float(), scale)
 
 
 # ---- the memmap cache ---------------------------------------------------------------------------------
