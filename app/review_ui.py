@@ -89,8 +89,9 @@ def confusion_figure(matrix: np.ndarray, names: list[str], normalized: bool, hid
     )  # fmt: skip
     fig.update_layout(
         height=max(320, 26 * k + 160), margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis={"title": "predicted", "side": "top", "type": "category"},
-        yaxis={"title": "true", "autorange": "reversed", "type": "category"},
+        # Fixed ranges: the markers would otherwise pad the axes and shift cells off the heatmap's grid.
+        xaxis={"title": "predicted", "side": "top", "type": "category", "range": [-0.5, k - 0.5]},
+        yaxis={"title": "true", "type": "category", "range": [k - 0.5, -0.5]},
         clickmode="event+select", dragmode=False,
     )  # fmt: skip
     return fig

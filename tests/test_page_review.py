@@ -171,3 +171,38 @@ def test_best_worst_and_label_errors_with_csv(page_env):
     assert len(issue_cards) == 24 and "by: person" in issue_cards[0] and "changes: gender" in issue_cards[0]
     download = at.get("download_button")
     assert len(download) == 1 and download[0].proto.label == "Download CSV"
+
+
+@pytest.mark.browser
+def test_browser_cell_click_filters_the_gallery(tmp_path, app_server_factory, new_page):
+    import re
+
+    from tests.conftest import wait_for_app
+
+    make_dataset_and_run(tmp_path)
+    server = app_server_factory(tmp_path / "data", WORKBENCH_MODELS_DIR=str(tmp_path / "models"))
+    page, watch = new_page()
+    missing: list[str] = []
+    page.on("response", lambda r: r.status == 404 and missing.append(r.url))
+    page.set_default_timeout(120_000)
+    page.goto(server.url + "/review?run=run-a")
+    wait_for_app(page)
+    page.get_by_text(re.compile(r"^28 images, 2 pages$")).wait_for()
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    plot_area = chart.locator(".nsewdrag").first
+    plot_area.wait_for()
+    box = plot_area.bounding_box()
+    # The cell in row "Wear · Female · 30-59" (true 4), column "Wear · Male · 30-59" (predicted 1).
+    true, pred = label(0, 1, 1), label(0, 0, 1)
+    page.mouse.click(box["x"] + box["width"] * (pred + 0.5) / 18, box["y"] + box["height"] * (true + 0.5) / 18)
+    chip = page.get_by_role("button", name=re.compile("^✕ true"))
+    chip.wait_for()
+    assert "Wear · Female · 30-59" in chip.inner_text() and "Wear · Male · 30-59" in chip.inner_text()
+    page.get_by_text(re.compile(r"^10 images, 1 pages$")).wait_for()
+    chip.click()
+    page.get_by_text(re.compile(r"^28 images, 2 pages$")).wait_for()
+    # Opening a sub-path URL makes Streamlit probe <path>/_stcore/...: those 404s are expected.
+    assert all("/review/_stcore/" in url for url in missing), missing
+    watch.errors[:] = [e for e in watch.errors if "ERR_NAME_NOT_RESOLVED" not in e and "404" not in e]
+    watch.screenshot("review-cell-click")
+    watch.assert_clean()
