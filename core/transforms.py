@@ -32,6 +32,7 @@ is what trains. Public API (the contract other modules code against):
     preview_samples(image, spec, n, seed) -> list[uint8 HWC numpy]   # reproducible by seed
     model_input_view(image, spec, seed) -> ModelInputView            # each stage as a picture + stats
     parse_spec_json(text, source) / load_spec_file(path) / spec_to_json(spec)
+    parse_spec_document(text, source) / load_spec_document(path) -> (train, eval or None)  # a spec or a pair
     saved pairs (settings.specs_dir): save_named_pair(name, train, eval, folder=None) /
         list_named_pairs(folder=None) -> list[str] / load_named_pair(name, folder=None) -> (train, eval)
     resolve_pair(name, img_size=None, folder=None) -> (train, eval)   # a preset or a saved pair
@@ -986,14 +987,21 @@ def parse_spec_document(text: str | bytes, source: str = "spec") -> tuple[list[d
     return _prefixed(source, lambda: validate_spec(doc)), None
 
 
-def load_spec_file(path: str | os.PathLike) -> list[dict]:
-    """A spec JSON file -> validated spec; SpecError names the file."""
-    path = Path(path)
+def _read_spec_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise SpecError(f"{path}: cannot read the file ({err.strerror or err})") from err
-    return parse_spec_json(data, str(path))
+
+
+def load_spec_file(path: str | os.PathLike) -> list[dict]:
+    """A spec JSON file -> validated spec; SpecError names the file."""
+    return parse_spec_json(_read_spec_bytes(Path(path)), str(path))
+
+
+def load_spec_document(path: str | os.PathLike) -> tuple[list[dict], list[dict] | None]:
+    """A spec or pair JSON file -> (train, eval or None), validated; SpecError names the file."""
+    return parse_spec_document(_read_spec_bytes(Path(path)), str(path))
 
 
 _PAIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

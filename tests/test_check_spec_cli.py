@@ -76,3 +76,13 @@ def test_real_process_exit_codes(tmp_path):
     assert run(eval_, eval_).returncode == 0
     invalid = run(train, bad)
     assert invalid.returncode == 2 and "Traceback" not in invalid.stderr and "bad.json" in invalid.stderr
+
+
+def test_a_saved_pair_file_alone(tmp_path, capsys):
+    crop = [{"op": "CenterCrop", "size": [320, 256]}, RESIZE]
+    path = T.save_named_pair("mixed", crop, [RESIZE], folder=tmp_path)
+    assert main(["check-spec", str(path)]) == 1
+    assert capsys.readouterr().out == "training crops to 320×256 before resizing; evaluation does not crop\n"
+    assert main(["check-spec", str(T.save_named_pair("same", crop, crop, folder=tmp_path))]) == 0
+    assert main(["check-spec", write(tmp_path / "one.json", crop)]) == 2
+    assert "second file" in capsys.readouterr().err

@@ -16,8 +16,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
             "not a valid spec."
         ),
     )
-    parser.add_argument("train", help="the training spec (JSON file)")
-    parser.add_argument("eval", help="the evaluation/inference spec (JSON file)")
+    parser.add_argument("train", help="the training spec (JSON file), or a saved pair file when EVAL is left out")
+    parser.add_argument("eval", nargs="?", help="the evaluation/inference spec (JSON file)")
     parser.add_argument(
         "--input-size", nargs=2, type=int, default=[512, 384], metavar=("H", "W"),
         help="size of the input photos the crops are simulated on (default 512 384)",
@@ -27,9 +27,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def run_check_spec(args: argparse.Namespace) -> int:
     from core import transforms
+    from core.errors import SpecError
 
-    train = transforms.load_spec_file(args.train)
-    eval_ = transforms.load_spec_file(args.eval)
+    if args.eval is None:  # one file: a pair saved by the Augmentations page ({"train": [...], "eval": [...]})
+        train, eval_ = transforms.load_spec_document(args.train)
+        if eval_ is None:
+            raise SpecError(f"{args.train}: holds one spec; give the evaluation spec as a second file")
+    else:
+        train = transforms.load_spec_file(args.train)
+        eval_ = transforms.load_spec_file(args.eval)
     findings = transforms.check_pair(train, eval_, input_hw=(args.input_size[0], args.input_size[1]))
     for finding in findings:
         print(finding)
