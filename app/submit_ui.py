@@ -120,8 +120,9 @@ def show_job(folder: Path) -> None:
     status = jobs.reconcile(run)
     config = runs.read_config(run)
     st.markdown(f"**{run.id}** — {status.get('state')}")
-    st.caption(f"Runs: {', '.join(Path(r).name for r in config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
-               f"data: {config.get('data')}")  # fmt: skip
+    # st.text, not markdown: folder names are user data
+    st.text(f"Runs: {', '.join(Path(r).name for r in config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
+            f"data: {config.get('data')}")  # fmt: skip
     state = status.get("state")
     if state in runs.ACTIVE_STATES:
         live_panel(folder)

@@ -418,7 +418,7 @@ def write_outputs(result: Prediction, out_csv: str | os.PathLike) -> dict[str, A
         from core.fsutil import atomic_write_text, spreadsheet_safe
 
         table = result.frame.loc[:, ["id", "label", "pred"]].copy()
-        table["class_name"] = [result.classes[k] for k in table["pred"]]
+        table["class_name"] = [spreadsheet_safe(result.classes[k]) for k in table["pred"]]
         table["id"] = table["id"].map(spreadsheet_safe)  # file names are user data; this CSV opens in spreadsheets
         atomic_write_text(paths["csv"], table.to_csv(index=False))
         problems = []
