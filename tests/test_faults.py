@@ -184,3 +184,52 @@ def test_two_launches_racing_for_one_run_folder(env, demo_root):
     # The same name twice is refused before anything is written.
     with pytest.raises(RunError, match="already exists"):
         jobs.launch_training(tiny_config(demo_root), name="raced")
+
+
+# ---- the app restarted while a job runs --------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_app_restart_while_a_job_runs(demo_root, app_server_factory, new_page, tmp_path, monkeypatch):
+    """Launch from one server, stop that server: the job keeps running, and a new server shows it live."""
+    from tests.conftest import wait_for_app
+
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
+    first = app_server_factory(demo_root.parent)
+    page, watch = new_page()
+    page.goto(first.url)
+    wait_for_app(page)
+    page.get_by_role("link", name="Training").click()
+    wait_for_app(page)
+    page.get_by_label("Run name (optional)").fill("survivor")
+    page.get_by_label("Run name (optional)").press("Enter")
+    wait_for_app(page)
+    for label, value in (("Image height", 32), ("Image width", 24), ("Batch size", 1), ("Epochs", 20)):
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        wait_for_app(page)
+    page.get_by_role("button", name="Launch training").click()
+    page.get_by_text("Launched survivor").wait_for()
+    run = runs.RunFolder(tmp_path / "models" / "survivor")
+    status = wait_state(run, "running")
+    page.close()
+    first.stop()  # the app goes away; the job was started in a session of its own
+
+    assert jobs.pid_alive(status["pid"], status["pid_start"])
+    wait_until(lambda: len(train_records(run)) >= 2, what="logged steps")
+    second = app_server_factory(demo_root.parent)
+    page, watch = new_page()
+    page.goto(second.url)
+    wait_for_app(page)
+    page.get_by_role("link", name="Training").click()
+    wait_for_app(page)
+    page.wait_for_function("() => document.body.innerText.includes('survivor — running')", timeout=120_000)
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    watch.screenshot("train-after-restart")
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_function("() => document.body.innerText.includes('survivor — cancelled')", timeout=180_000)
+    assert runs.read_status(run)["state"] == "cancelled"
+    assert checkpoint_step(run) > 0
+    watch.errors[:] = [e for e in watch.errors if "ERR_NAME_NOT_RESOLVED" not in e]  # offline font fetch
+    watch.assert_clean()

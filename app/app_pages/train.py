@@ -17,6 +17,7 @@ from core.models import MODEL_NAMES
 from core.trainconfig import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS, TrainConfig
 
 REFRESH_S = 2.0  # live panel refresh while the selected run is queued or running
+TABLE_REFRESH_S = 5.0  # runs table refresh while any run is queued or running
 TASK_LABELS = {
     "class": "all 18 classes",
     "mask": "mask (3)",
@@ -124,6 +125,20 @@ def new_run_form(data_root: str | None) -> None:
         st.success(f"Launched {run.id}. It runs in the background: you can leave this page.")
 
 
+def runs_table_panel(models_dir: Path) -> None:
+    """The runs table; while a job is active the fragment re-reads the folders so it does not go stale."""
+    table = jobs.list_runs(models_dir)
+    st.dataframe(
+        train_ui.runs_table(table),
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "best val macro F1": st.column_config.NumberColumn(format="%.3f"),
+            "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        },
+    )
+
+
 def pick_run(table) -> str | None:
     """The selected run id, kept in session state and the URL (?run=) so a reload keeps it."""
     ids = list(table["id"])
@@ -211,15 +226,8 @@ table = jobs.list_runs(models_dir)
 if table.empty:
     st.info(f"No runs yet in {models_dir}. Launch one above.")
     st.stop()
-st.dataframe(
-    train_ui.runs_table(table),
-    hide_index=True,
-    column_config={
-        "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
-        "best val macro F1": st.column_config.NumberColumn(format="%.3f"),
-        "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
-    },
-)
+any_active = table["state"].isin(runs.ACTIVE_STATES).any()
+st.fragment(runs_table_panel, run_every=TABLE_REFRESH_S if any_active else None)(models_dir)
 selected = pick_run(table)
 if selected:
     run_state = table.loc[table["id"] == selected, "state"].item()
