@@ -106,7 +106,7 @@ def source_array(source: str) -> np.ndarray:
     return np.asarray(imageio.open_rgb(source))
 
 
-def _random_image(frame, class_names: list[str]) -> None:
+def _random_image(frame) -> None:
     row = frame.iloc[random.randrange(len(frame))]
     st.session_state["aug_class"] = str(row["class_name"])
     labels = frame.index[frame["class_name"] == row["class_name"]]
@@ -141,7 +141,7 @@ def _dataset_picker() -> tuple[str, str] | None:
             f"Image (0–{len(of_class) - 1})", min_value=0, max_value=len(of_class) - 1, step=1, key="aug_index"
         )
     with cols[2]:
-        st.button("Random image", key="aug_random", on_click=_random_image, args=(frame, present))
+        st.button("Random image", key="aug_random", on_click=_random_image, args=(frame,))
     row = of_class.iloc[int(position)]
     return str(row["path"]), f"{class_name} — {row['rel']}"
 
@@ -171,7 +171,8 @@ def sample_controls() -> tuple[int, int]:
     with cols[0]:
         n = st.slider("Samples per pipeline", 1, MAX_SAMPLES, 6, key="aug_n")
     with cols[1]:
-        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="aug_seed")
+        # no value=: the "New samples" callback sets this key, and a default beside it would warn
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="aug_seed")
     with cols[2]:
         st.button("New samples", key="aug_new", on_click=_bump_seed)
     return int(n), int(seed)

@@ -98,6 +98,7 @@ def test_seed_brings_samples_back_and_new_samples_draws_others(env):
     at.button(key="aug_new").click()
     at.run()
     assert at.number_input(key="aug_seed").value == 1
+    assert warnings(at) == [] and not at.exception
     second = sample_urls(at, "B")
     assert second != first
     at.number_input(key="aug_seed").set_value(0)
@@ -219,6 +220,7 @@ def test_picking_images_by_class_index_and_at_random(env):
     assert sample_urls(at, "A") != first
     at.button(key="aug_random").click()
     at.run()
+    assert warnings(at) == []
     assert not at.exception and len(sample_urls(at, "A")) == at.slider(key="aug_n").value
 
 
