@@ -40,8 +40,7 @@ POOL_GRID = (4, 3)  # small_cnn's pooled feature grid: portrait photos, height x
 class SmallCNN(nn.Module):
     """A four-block CNN that trains in seconds on a CPU at 128x96.
 
-    The stem has stride 2 so the most expensive (full-resolution) layer never runs: at 128x96 a
-    forward pass is ~45 M multiply-adds, about 40x less than resnet18 at the same size. The head pools
+    At 128x96 a forward pass is ~12 M multiply-adds, about 35x less than resnet18. The head pools
     to a 4x3 grid rather than one vector: where things are matters here (a mask over the nose or below
     it), and on the demo data this learns the mask state several times faster than global pooling.
     """
@@ -49,9 +48,12 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.2):
         super().__init__()
         chans = [width, width * 2, width * 4, width * 8]
+        # Downsample 4x before the first wide convolution (stride-2 stem, then a pool): the costly
+        # full- and half-resolution layers never run, and on the demo data it learns the mask state
+        # faster than the same blocks at twice the resolution (measured, 80 steps at 128x96).
         layers: list[nn.Module] = [_conv_bn_relu(3, chans[0], stride=2)]
         for cin, cout in zip(chans, chans[1:], strict=False):
-            layers += [_conv_bn_relu(cin, cout, stride=1), nn.MaxPool2d(2)]
+            layers += [nn.MaxPool2d(2), _conv_bn_relu(cin, cout, stride=1)]
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(POOL_GRID)
         self.dropout = nn.Dropout(dropout)
