@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -103,7 +104,16 @@ def source_array(source: str) -> np.ndarray:
         return np.asarray(transforms.test_pattern())
     from core import imageio
 
-    return np.asarray(imageio.open_rgb(source))
+    return np.asarray(imageio.open_rgb(source.split("\x00")[0]))
+
+
+def _file_source(path: str) -> str:
+    """Source key of a file: its path plus modification time, so an edited file is decoded again."""
+    try:
+        stamp = os.stat(path).st_mtime_ns
+    except OSError:
+        stamp = 0  # opening it will report the problem
+    return f"{path}\x00{stamp}"
 
 
 def _random_image(frame) -> None:
@@ -143,7 +153,7 @@ def _dataset_picker() -> tuple[str, str] | None:
     with cols[2]:
         st.button("Random image", key="aug_random", on_click=_random_image, args=(frame,))
     row = of_class.iloc[int(position)]
-    return str(row["path"]), f"{class_name} — {row['rel']}"
+    return _file_source(str(row["path"])), f"{class_name} — {row['rel']}"
 
 
 def image_picker() -> tuple[str, str] | None:
