@@ -70,7 +70,8 @@ def confusion_figure(matrix: np.ndarray, names: list[str], normalized: bool, hid
     z = matrix.astype(float)
     if hide_diagonal:
         z[np.arange(k), np.arange(k)] = np.nan
-    text = [[("" if np.isnan(v) else (f"{v:.0%}" if normalized else f"{int(v)}")) for v in row] for row in z]
+    # Empty cells stay blank: a grid of "0%" hides the few cells that matter.
+    text = [[("" if np.isnan(v) or v == 0 else (f"{v:.0%}" if normalized else f"{int(v)}")) for v in row] for row in z]
     true_idx, pred_idx = np.divmod(np.arange(k * k), k)
     fig = go.Figure(
         [
