@@ -330,7 +330,9 @@ def _make_look(rng: np.random.Generator, gender: int, age: int) -> Look:
     base_hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
     hair = _mix(base_hair, (215, 215, 218), _greyness(rng, age))
     wrinkles = 0 if band == 0 else (2 if age < 45 else 3) if band == 1 else 4
-    masks = [(_jitter(rng, MASK_COLOURS[rng.integers(len(MASK_COLOURS))], 8), int(rng.integers(0, 4))) for _ in range(5)]
+    # Masks far enough from the skin tone that they read as a mask, not a shadow, at 64 x 48.
+    palette = [c for c in MASK_COLOURS if sum(abs(a - b) for a, b in zip(c, skin, strict=True)) > 150]
+    masks = [(_jitter(rng, palette[rng.integers(len(palette))], 8), int(rng.integers(0, 4))) for _ in range(5)]
     return Look(
         cx=WIDTH / 2 + rng.uniform(-35, 35),
         cy=HEIGHT * 0.46 + rng.uniform(-30, 30),
@@ -462,11 +464,12 @@ def _draw_person(img: Image.Image, look: Look, pose: Pose, state: int, variant: 
 
 def _draw_mask(d: ImageDraw.ImageDraw, p, top: float, colour, pattern: int, width: int) -> None:
     bottom = top + 1.08
-    outline = [p(-1.03, top), p(1.03, top), p(0.97, top + 0.7), p(0.5, bottom), p(-0.5, bottom), p(-0.97, top + 0.7)]
-    edge = _mix(colour, (0, 0, 0), 0.4) if sum(colour) > 200 else _mix(colour, (255, 255, 255), 0.4)
-    d.polygon(outline, fill=colour, outline=edge, width=width)  # the rim casts a visible edge on the face
+    # A little wider than the face, so the mask also changes the head's outline.
+    outline = [p(-1.1, top), p(1.1, top), p(1.04, top + 0.7), p(0.55, bottom), p(-0.55, bottom), p(-1.04, top + 0.7)]
+    edge = _mix(colour, (0, 0, 0), 0.45) if sum(colour) > 200 else _mix(colour, (255, 255, 255), 0.45)
+    d.polygon(outline, fill=colour, outline=edge, width=2 * width)  # the rim casts a visible edge on the face
     for s in (-1, 1):  # ear loops
-        d.line((*p(s * 1.0, top + 0.08), *p(s * 1.08, -0.1)), fill=edge, width=width)
+        d.line((*p(s * 1.06, top + 0.08), *p(s * 1.12, -0.1)), fill=edge, width=2 * width)
     if pattern == 1:  # pleats
         for k in (0.3, 0.55, 0.8):
             d.line((*p(-0.9, top + k), *p(0.9, top + k)), fill=edge, width=width)
