@@ -150,12 +150,13 @@ def card_grid(
     """Thumbnail cards in rows of ``columns``. A card's 'Person' button shows that photo larger with
     the person's other photos, right below this grid."""
     prob_cols = [f"p{i}" for i in range(len(classes))]
+    thumbs = review.thumbnails(items["path"].astype(str).tolist(), THUMB_SIDE)
     for start in range(0, len(items), columns):
         cols = st.columns(columns)
         for offset, col in enumerate(cols[: len(items) - start]):
             row = items.iloc[start + offset]
             with col:
-                st.image(thumbnail(str(row["path"])), width="stretch")
+                st.image(thumbs[start + offset], width="stretch")
                 lines = [f"{label}: {row[c]}" for c, label in (extra or {}).items()]
                 if prob_cols[0] in row.index:
                     lines.append(card_lines(row, classes, row[prob_cols].to_numpy(dtype=float)))
@@ -181,7 +182,7 @@ def person_panel(path: str, index_frame: pd.DataFrame | None = None) -> None:
         with others:
             st.text(f"The person's other photos ({len(photos)}):")
             cols = st.columns(4)
-            for i, other in enumerate(photos):
+            for i, (other, thumb) in enumerate(zip(photos, review.thumbnails(photos, THUMB_SIDE), strict=True)):
                 with cols[i % 4]:
-                    st.image(thumbnail(other), width="stretch")
+                    st.image(thumb, width="stretch")
                     st.text(Path(other).name)

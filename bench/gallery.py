@@ -5,7 +5,8 @@
 - naive: open each full photo, decode it whole, resize to 160 px and encode a JPEG, every time
   (what showing full photos scaled down costs on each rerun);
 - cold: core.imageio.thumbnail_jpeg with empty memory and disk caches (draft decode + encode +
-  disk write);
+  disk write), one after another; "cold threads": core.review.thumbnails, as the Review page makes
+  a page (a few threads: Pillow decodes without holding the GIL);
 - warm (disk): memory cache cleared, thumbnails read back from the disk cache (a new app process);
 - warm (memory): the in-memory LRU hit of a rerun or a page visited again.
 
@@ -81,14 +82,22 @@ def main() -> None:
         sizes = {Image.open(p).size for p in paths}
         print(f"{len(paths)} photos, sizes {sorted(sizes)}, thumbnails at {SIDE} px, median of {args.repeats} runs")
 
+        from core import review
+
         def page() -> list[bytes]:
             return [imageio.thumbnail_jpeg(p, SIDE) for p in paths]
 
+        def threaded_page() -> list[bytes]:  # what the Review page does
+            return review.thumbnails(paths, SIDE)
+
         naive_page(paths)  # warm the OS file cache for everyone alike
-        naive, cold, disk, memory = [], [], [], []
+        naive, cold, cold_threads, disk, memory = [], [], [], [], []
         for i in range(args.repeats):
             naive.append(timed(naive_page, paths))
-            os.environ["WORKBENCH_CACHE_DIR"] = str(scratch / f"cache-{i}")  # empty disk cache
+            os.environ["WORKBENCH_CACHE_DIR"] = str(scratch / f"cache-t{i}")  # empty disk cache
+            imageio.clear_thumbnail_memory()
+            cold_threads.append(timed(threaded_page))
+            os.environ["WORKBENCH_CACHE_DIR"] = str(scratch / f"cache-{i}")
             imageio.clear_thumbnail_memory()
             cold.append(timed(page))
             imageio.clear_thumbnail_memory()
@@ -96,7 +105,8 @@ def main() -> None:
             memory.append(timed(page))
         thumb_kb = sum(len(b) for b in page()) / len(paths) / 1024
 
-    series = (("naive", naive), ("cold", cold), ("warm disk", disk), ("warm memory", memory))
+    series = (("naive", naive), ("cold", cold), ("cold threads", cold_threads), ("warm disk", disk),
+              ("warm memory", memory))  # fmt: skip
     med = {name: statistics.median(w for w, _ in v) for name, v in series}
     cpu = {name: statistics.median(c for _, c in v) for name, v in series}
     print(f"  {'':12s} {'wall ms/page':>13s} {'x naive':>8s} {'CPU ms/page':>12s} {'x naive':>8s}")
@@ -104,9 +114,11 @@ def main() -> None:
         print(f"  {name:12s} {ms:13.2f} {med['naive'] / ms:8.1f} {cpu[name]:12.2f} {cpu['naive'] / max(cpu[name], 1e-3):8.1f}")
     print(f"  thumbnail size {thumb_kb:.1f} KB on average")
     ok_warm = med["warm disk"] <= 50 and med["warm memory"] <= 50
-    ok_cold = med["naive"] / med["cold"] >= 3
+    best_cold = min(med["cold"], med["cold threads"])
+    ok_cold = med["naive"] / best_cold >= 3
     print(f"goal warm page <= 50 ms: {'met' if ok_warm else 'MISSED'}; "
-          f"goal cold >= 3x naive: {'met' if ok_cold else 'MISSED'} ({med['naive'] / med['cold']:.1f}x)")  # fmt: skip
+          f"goal cold >= 3x naive: {'met' if ok_cold else 'MISSED'} ({med['naive'] / best_cold:.1f}x wall, "
+          f"{cpu['naive'] / cpu['cold']:.1f}x CPU; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -152,6 +152,20 @@ def best_and_worst(frame: pd.DataFrame, cls: int, n: int = 6) -> tuple[pd.DataFr
     return best, worst
 
 
+def thumbnails(paths: Iterable[str], max_side: int = 160, workers: int = 4) -> list[bytes]:
+    """Thumbnails of a gallery page, made in a few threads (Pillow decodes without holding the GIL,
+    so a cold page uses every core); a file that cannot be read gives the placeholder tile."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.imageio import thumbnail_or_placeholder
+
+    paths = [str(p) for p in paths]
+    if workers <= 1 or len(paths) <= 1:
+        return [thumbnail_or_placeholder(p, max_side) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(workers, len(paths)), thread_name_prefix="thumbs") as pool:
+        return list(pool.map(lambda p: thumbnail_or_placeholder(p, max_side), paths))
+
+
 def person_photos(path: str | os.PathLike, index: pd.DataFrame | None = None) -> list[str]:
     """All photos of the person in ``path``: the same ``group`` in a dataset index when given,
     else the image files in the same folder (the competition keeps a person's 7 photos together)."""
