@@ -14,14 +14,15 @@ import streamlit as st  # noqa: E402
 
 from app import widgets  # noqa: E402
 
-st.set_page_config(page_title="Image classification workbench", page_icon=":material/photo_library:", layout="wide")
+# Emoji icons: Material icon names make the browser fetch a web font, which fails offline.
+st.set_page_config(page_title="Image classification workbench", page_icon="🖼️", layout="wide")
 
 PAGES = [
-    st.Page("app_pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset", default=True),
-    st.Page("app_pages/augment.py", title="Augmentations", icon=":material/tune:", url_path="augment"),
-    st.Page("app_pages/train.py", title="Training", icon=":material/model_training:", url_path="train"),
-    st.Page("app_pages/review.py", title="Review", icon=":material/rule:", url_path="review"),
-    st.Page("app_pages/submit.py", title="Submission", icon=":material/upload_file:", url_path="submit"),
+    st.Page("app_pages/dataset.py", title="Dataset", icon="📊", url_path="dataset", default=True),
+    st.Page("app_pages/augment.py", title="Augmentations", icon="🎛️", url_path="augment"),
+    st.Page("app_pages/train.py", title="Training", icon="🏋️", url_path="train"),
+    st.Page("app_pages/review.py", title="Review", icon="🔍", url_path="review"),
+    st.Page("app_pages/submit.py", title="Submission", icon="📤", url_path="submit"),
 ]
 
 navigation = st.navigation(PAGES)
