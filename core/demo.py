@@ -496,19 +496,24 @@ def _grain(sigma: int) -> Image.Image:
     return Image.fromarray(noise.astype(np.uint8)).convert("RGB")
 
 
+@functools.cache
+def _black() -> Image.Image:
+    return Image.new("RGB", (WIDTH, HEIGHT))
+
+
 def _light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     """Exposure and colour cast, uneven lighting, sensor grain and sometimes soft focus."""
     gains = rng.uniform(0.85, 1.3) * rng.uniform(0.9, 1.1, 3)
-    lut = [min(255, int(i * g)) for g in gains for i in range(256)]
-    img = img.point(lut)
-    # A light falling off across the frame in a random direction: a tiny ramp, upscaled.
+    lut = np.minimum(np.arange(256)[None, :] * gains[:, None], 255).astype(np.int64)
+    img = img.point(lut.ravel().tolist())
+    # A light falling off across the frame in a random direction (a linear ramp of brightness).
     phi = rng.uniform(0, 2 * math.pi)
     strength = rng.uniform(0.0, 0.35)
-    ys = np.linspace(-1, 1, 8, dtype=np.float32)[:, None]
-    xs = np.linspace(-1, 1, 6, dtype=np.float32)[None, :]
+    ys = np.linspace(-1, 1, HEIGHT, dtype=np.float32)[:, None]
+    xs = np.linspace(-1, 1, WIDTH, dtype=np.float32)[None, :]
     ramp = 1 - strength * (1 + (xs * math.cos(phi) + ys * math.sin(phi)) / math.sqrt(2)) / 2
-    shade = Image.fromarray((ramp * 255).astype(np.uint8)).resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
-    img = ImageChops.multiply(img, shade.convert("RGB"))
+    shade = Image.fromarray((ramp * 255).astype(np.uint8))
+    img = Image.composite(img, _black(), shade)  # img * shade / 255, without an RGB copy of the shade
     grain = _grain(GRAIN_LEVELS[int(rng.integers(len(GRAIN_LEVELS)))])
     x0, y0 = int(rng.integers(0, 128)), int(rng.integers(0, 128))
     img = ImageChops.add(img, grain.crop((x0, y0, x0 + WIDTH, y0 + HEIGHT)), offset=-64)
