@@ -163,14 +163,29 @@ def _chunks(n: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
+class PrefixThenRest:
+    """A spec as its uint8 deterministic prefix then the remainder: what the cached path computes, so
+    both sources agree; a Normalize-only remainder takes the fused fast path (see fused_normalize)."""
+
+    def __init__(self, spec: Sequence[dict]):
+        from core import transforms
+
+        prefix, rest = transforms.split_deterministic_prefix(list(spec))
+        self.prefix = transforms.build_pipeline(prefix, dtype=torch.uint8)
+        self.rest = transforms.build_pipeline(rest)
+        self.fast = fused_normalize(rest)
+
+    def __call__(self, img) -> torch.Tensor:
+        x = self.prefix(img)
+        return self.fast(x[None])[0] if self.fast is not None else self.rest(x)
+
+
 class DecodeSource:
     """Decode + full spec per sample (in ``workers`` processes); no cache."""
 
     def __init__(self, paths: Sequence[str], spec: Sequence[dict], workers: int = 0):
-        from core import transforms
-
         self.paths = list(paths)
-        self.dataset = _DecodeDataset(self.paths, transforms.build_pipeline(list(spec)), draft_size(spec), False)
+        self.dataset = _DecodeDataset(self.paths, PrefixThenRest(spec), draft_size(spec), False)
         self.workers = workers
         self.skipped = SkippedImages()
 
