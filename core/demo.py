@@ -626,12 +626,27 @@ def generate(
     all_plans = plans + eval_plans
     total = sum(len(p.shots) for p in all_plans)
 
+    try:
+        _write_dataset(out, persons, all_plans, eval_images, progress, total, workers)
+        if truth is not None:
+            _write_truth(Path(truth), persons, plans, eval_images)
+    except OSError as err:
+        raise DatasetError(
+            f"{err.filename or out}: could not write the demo dataset ({err.strerror or err}); "
+            "check that the folder is writable and the disk has space"
+        ) from err
+    return out
+
+
+def _write_dataset(out: Path, persons: list[TrainPerson], plans: list[PersonPlan], eval_images: list[EvalImage],
+                   progress: ProgressFn | None, total: int, workers: int | None) -> None:  # fmt: skip
+    """Draw everything into a temp folder beside ``out`` and rename it into place at the end."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        _draw_all(all_plans, tmp, progress, total, workers)
+        _draw_all(plans, tmp, progress, total, workers)
         _write_csv(
             tmp / "train" / "train.csv",
             ("id", "gender", "race", "age", "path"),
@@ -639,15 +654,12 @@ def generate(
         )
         _write_csv(tmp / "eval" / "info.csv", ("ImageID", "ans"), ((im.image_id, 0) for im in eval_images))
         (tmp / "eval" / "images").mkdir(parents=True, exist_ok=True)
-        if out.exists():  # an empty folder made beforehand (checked above)
+        if out.exists():  # an empty folder made beforehand (checked by the caller)
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if truth is not None:
-        _write_truth(Path(truth), persons, plans, eval_images)
-    return out
 
 
 def _write_truth(truth: Path, persons, plans, eval_images: list[EvalImage]) -> None:

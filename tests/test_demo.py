@@ -271,3 +271,11 @@ def test_cli_runs_as_a_module(tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_an_unwritable_destination_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(demo.DatasetError, match="could not write the demo dataset"):
+        demo.generate(blocker / "demo", people=1, eval_people=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
