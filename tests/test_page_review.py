@@ -129,7 +129,8 @@ def test_confusion_cell_filter_is_shown_and_removable(page_env):
     assert not at.exception
     assert gallery_count(at) == 1
     chip = [b for b in at.button if b.key == "review_clear_cell"]
-    assert chip and "Not wear · Female · <30" in chip[0].label and "Not wear · Male · <30" in chip[0].label
+    shown = chip[0].label.replace("\\", "")  # the label is Markdown-escaped
+    assert "Not wear · Female · <30" in shown and "Not wear · Male · <30" in shown
     chip[0].click().run()
     assert gallery_count(at) == 28 and not [b for b in at.button if b.key == "review_clear_cell"]
 
@@ -142,6 +143,14 @@ def test_cell_from_a_plotly_selection_event():
     assert review_ui.selected_cell({"selection": {"points": [{"curve_number": 1, "point_index": 40}]}}, 18) == (2, 4)
     assert review_ui.selected_cell({"selection": {"points": []}}, 18) is None
     assert review_ui.selected_cell(None, 18) is None
+
+
+def test_markdown_in_names_is_escaped_for_labels():
+    from app import review_ui
+
+    assert review_ui.markdown_literal("[x](javascript:alert(1)) **b** <30") == (
+        "\\[x\\]\\(javascript\\:alert\\(1\\)\\) \\*\\*b\\*\\* \\<30"
+    )
 
 
 def test_person_view_shows_the_other_six_photos(page_env):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,3 +190,38 @@ def test_label_issues_from_a_run_folder(tmp_path):
     write_config(empty, {"kind": "train", "task": "class", "classes": ["a", "b"]})
     with pytest.raises(RunError, match="no predictions"):
         review.label_issues(empty.root)
+
+
+def test_person_photos_from_the_folder_or_the_index(tmp_path):
+    from PIL import Image
+
+    person = tmp_path / "000001_female_Asian_45"
+    person.mkdir()
+    for name in ("mask1.jpg", "mask2.png", "normal.jpeg"):
+        Image.new("RGB", (8, 8)).save(person / name)
+    (person / "._mask1.jpg").write_bytes(b"junk")
+    (person / "notes.txt").write_text("x")
+    photos = review.person_photos(person / "mask1.jpg")
+    assert [p.rsplit("/", 1)[1] for p in photos] == ["mask1.jpg", "mask2.png", "normal.jpeg"]
+    index = pd.DataFrame({"path": ["/a/1.jpg", "/b/2.jpg", "/c/3.jpg"], "group": ["p1", "p2", "p1"]})
+    assert review.person_photos("/a/1.jpg", index) == ["/a/1.jpg", "/c/3.jpg"]
+
+
+def test_thumbnails_keep_order_and_replace_broken_files(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from core import imageio
+
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    paths = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.new("RGB", (300, 400), colour).save(paths[-1])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    thumbs = review.thumbnails([*map(str, paths), str(broken)], max_side=64)
+    assert thumbs[:3] == [imageio.thumbnail_jpeg(p, 64) for p in paths]
+    assert thumbs[3][:2] == b"\xff\xd8" and thumbs[3] not in thumbs[:3]
+    for data in thumbs[:3]:
+        with Image.open(io.BytesIO(data)) as im:
+            assert max(im.size) <= 64

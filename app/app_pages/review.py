@@ -85,7 +85,8 @@ st.subheader("Misclassified images")
 cell = st.session_state.get(CELL_KEY)
 if cell is not None:
     t, p = cell
-    if st.button(f"✕ true {classes[t]} → predicted {classes[p]}", key="review_clear_cell", help="Remove this filter"):
+    chip = f"✕ true {ui.markdown_literal(classes[t])} → predicted {ui.markdown_literal(classes[p])}"
+    if st.button(chip, key="review_clear_cell", help="Remove this filter"):
         st.session_state[CELL_KEY] = None
         st.rerun()
 
