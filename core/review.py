@@ -367,8 +367,31 @@ def run_predictions(run: str | os.PathLike | RunFolder) -> tuple[pd.DataFrame, l
     """(predictions, class names, task) of a run folder. Raises RunError when it has none."""
     folder = run if isinstance(run, RunFolder) else open_run(run)
     config = read_config(folder)
-    frame = read_predictions(folder.val_predictions)
+    frame = _checked(read_predictions_safely(folder.val_predictions), folder.val_predictions)
     return frame, class_names(config, len(probability_columns(frame))), str(config.get("task") or "class")
+
+
+def read_predictions_safely(path: Path) -> pd.DataFrame:
+    """read_predictions, with a damaged file reported as a RunError instead of a parser exception."""
+    try:
+        return read_predictions(path)
+    except RunError:
+        raise
+    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
+        raise RunError(f"{path}: not a readable predictions file ({type(err).__name__}); run the training again") from err
+
+
+def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    missing = [c for c in ("path", "label", "pred") if c not in frame.columns]
+    if missing or not probability_columns(frame):
+        what = ", ".join(missing) if missing else "p0..pK-1"
+        raise RunError(f"{path}: predictions lack the column(s) {what}")
+    k = len(probability_columns(frame))
+    for column in ("label", "pred"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any() or (values < 0).any() or (values >= k).any():
+            raise RunError(f"{path}: column {column} holds values outside the {k} classes")
+    return frame.assign(label=frame["label"].astype(np.int64), pred=frame["pred"].astype(np.int64))
 
 
 def fold_folder(run: RunFolder, fold: int) -> RunFolder:
@@ -401,7 +424,7 @@ def out_of_fold_predictions(
             progress(fold, kfold, f"fold {fold + 1} of {kfold}")
         if not _fold_done(sub):
             _train_fold(sub, {**base, "n_folds": kfold, "fold": fold})
-        parts.append(read_predictions(sub.val_predictions).assign(fold=fold))
+        parts.append(_checked(read_predictions_safely(sub.val_predictions), sub.val_predictions).assign(fold=fold))
     if progress:
         progress(kfold, kfold, "done")
     return pd.concat(parts, ignore_index=True)

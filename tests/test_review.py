@@ -225,3 +225,17 @@ def test_thumbnails_keep_order_and_replace_broken_files(tmp_path, monkeypatch):
     for data in thumbs[:3]:
         with Image.open(io.BytesIO(data)) as im:
             assert max(im.size) <= 64
+
+
+def test_damaged_predictions_are_a_run_error(tmp_path):
+    run = create_run_folder(tmp_path, "bad")
+    write_config(run, {"kind": "train", "task": "class", "classes": ["a", "b"]})
+    run.val_predictions.write_bytes(b"PAR1 not parquet")
+    with pytest.raises(RunError, match="not a readable predictions file"):
+        review.run_predictions(run.root)
+    write_predictions(run.val_predictions, pd.DataFrame({"path": ["x"], "label": [0], "pred": [5], "p0": [1.0], "p1": [0.0]}))
+    with pytest.raises(RunError, match="column pred holds values outside the 2 classes"):
+        review.run_predictions(run.root)
+    write_predictions(run.val_predictions, pd.DataFrame({"path": ["x"], "label": [0]}))
+    with pytest.raises(RunError, match="lack the column"):
+        review.label_issues(run.root)
