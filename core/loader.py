@@ -209,9 +209,11 @@ class CachedSource:
         from core import transforms
 
         self.cache = cache
-        self.rest = transforms.build_pipeline(list(rest))
+        rest = transforms.validate_spec(list(rest))
+        self.rest = transforms.build_pipeline(rest)
         self.rest_random = spec_is_random(rest)
-        self.fast = fused_normalize(transforms.validate_spec(list(rest)))
+        self.fast = fused_normalize(rest)
+        self.random_head = uint8_head(rest) if self.rest_random else None
         self.skipped = skipped
 
     def batches(self, positions: np.ndarray, seeds: np.ndarray, batch_size: int) -> Iterator[Batch]:
@@ -222,7 +224,11 @@ class CachedSource:
             # Made contiguous N x 3 x H x W (a cheap uint8 copy): elementwise transforms on the strided
             # NHWC view were measured 2-3x slower.
             raw = torch.from_numpy(np.ascontiguousarray(self.cache[pos])).permute(0, 3, 1, 2).contiguous()
-            if self.rest_random:
+            if self.random_head is not None:  # random uint8 steps per sample, then one fused Normalize
+                head, normalize = self.random_head
+                with one_thread():
+                    images = normalize(torch.stack([apply_seeded(head, img, s) for img, s in zip(raw, seeds[part].tolist(), strict=True)]))
+            elif self.rest_random:
                 with one_thread():
                     images = torch.stack([apply_seeded(self.rest, img, s) for img, s in zip(raw, seeds[part].tolist(), strict=True)])
             elif self.fast is not None:
@@ -247,6 +253,21 @@ def fused_normalize(rest: list[dict]) -> Callable[[torch.Tensor], torch.Tensor] 
     scale = 1.0 / (255.0 * std_t)
     shift = -torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t
     return lambda raw: torch.addcmul(shift, raw.float(), scale)
+
+
+def uint8_head(rest: list[dict]) -> tuple[Callable, Callable] | None:
+    """(per-sample uint8 pipeline, batch Normalize) when ``rest`` is uint8-capable steps then one
+    Normalize (e.g. flip + Normalize): the float conversion then runs once per batch, not per image."""
+    from core import transforms
+    from core.errors import SpecError
+
+    if len(rest) < 2 or rest[-1]["op"] != "Normalize":
+        return None
+    try:
+        head = transforms.build_pipeline(rest[:-1], dtype=torch.uint8)
+    except SpecError:  # a colour step that needs float images: keep the plain path
+        return None
+    return head, fused_normalize(rest[-1:])
 
 
 # ---- the memmap cache ---------------------------------------------------------------------------------

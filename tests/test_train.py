@@ -176,6 +176,7 @@ def test_cached_batches_equal_decoded_batches(tmp_path):
     cached = make_source(paths, sizes, spec, "memmap", tmp_path / "cache", log=lambda m: None)
     decoded = make_source(paths, sizes, spec, "none", tmp_path / "cache", log=lambda m: None)
     assert isinstance(cached, CachedSource) and isinstance(decoded, DecodeSource)
+    assert cached.random_head is not None  # flip per sample on uint8, Normalize once per batch
     pos, seeds = np.array([3, 1, 4, 0, 5, 2]), np.arange(100, 106)
     a = torch.cat([b.images for b in cached.batches(pos, seeds, 4)])
     b = torch.cat([b.images for b in decoded.batches(pos, seeds, 4)])
