@@ -46,13 +46,22 @@ def load_run(run: RunFolder) -> tuple[pd.DataFrame, list[str], str]:
 
 
 @st.cache_data(max_entries=4, show_spinner="Ranking suspected label errors…")
-def _issues(run_root: str, stamp: int) -> pd.DataFrame:
+def _issues(run_root: str, stamp: tuple) -> tuple[pd.DataFrame, bool]:
     frame, classes, task = review.run_predictions(run_root)
-    return review.suspected_label_errors(frame, classes, task)
+    folds = review.finished_fold_predictions(run_root)
+    source = folds if folds is not None else frame
+    issues = review.suspected_label_errors(source, classes, task)
+    # The cards need each image's prediction and probabilities beside the suggestion.
+    shown = issues.merge(source.drop(columns=["label", "group"], errors="ignore"), on="path", how="left")
+    return shown, folds is not None
 
 
-def label_issues(run: RunFolder) -> pd.DataFrame:
-    return _issues(str(run.root), _mtime(run.val_predictions))
+def label_issues(run: RunFolder) -> tuple[pd.DataFrame, bool]:
+    """Suspected label errors with the predictions behind them (for the cards), from the k-fold
+    predictions of ``label-issues --kfold`` when present (every training image), else from the
+    validation predictions; and whether k-fold was used."""
+    folds = sorted((run.root / "folds").glob("fold-*/val_predictions.parquet"))
+    return _issues(str(run.root), (_mtime(run.val_predictions), *(_mtime(p) for p in folds)))
 
 
 # ---- figures ------------------------------------------------------------------------------------

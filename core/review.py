@@ -46,6 +46,11 @@ from core.runs import (
 
 SORTS = ("confidence", "loss")
 ISSUE_COLUMNS = ["path", "label", "suggested", "score"]
+# What suspected_label_errors returns and the CSV export holds.
+ISSUE_EXPORT_COLUMNS = [
+    *ISSUE_COLUMNS, "group", "kind", "attribute", "label_name", "suggested_name", "given_prob", "suggested_prob",
+    "confident",
+]
 Progress = Callable[[int, int, str], None]
 
 
@@ -428,6 +433,26 @@ def out_of_fold_predictions(
     if progress:
         progress(kfold, kfold, "done")
     return pd.concat(parts, ignore_index=True)
+
+
+def finished_fold_predictions(run: str | os.PathLike | RunFolder) -> pd.DataFrame | None:
+    """The out-of-fold predictions of an earlier ``label-issues --kfold`` on this run, when all its
+    folds completed (nothing is trained here); else None."""
+    folder = run if isinstance(run, RunFolder) else open_run(run)
+    folds_dir = folder.root / "folds"
+    if not folds_dir.is_dir():
+        return None
+    first = fold_folder(folder, 0)
+    kfold = read_config(first).get("n_folds") if first.config.is_file() else None
+    if not isinstance(kfold, int) or kfold < 2:
+        return None
+    subs = [fold_folder(folder, i) for i in range(kfold)]
+    if not all(_fold_done(sub) for sub in subs):
+        return None
+    return pd.concat(
+        [_checked(read_predictions_safely(sub.val_predictions), sub.val_predictions).assign(fold=i) for i, sub in enumerate(subs)],
+        ignore_index=True,
+    )
 
 
 def _train_fold(sub: RunFolder, config: dict[str, Any]) -> None:

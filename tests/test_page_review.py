@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.runs import create_run_folder, write_config, write_predictions
+from core.runs import RunFolder, create_run_folder, write_config, write_predictions, write_status
 from tests.conftest import REPO_ROOT
 
 PHOTOS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]
@@ -215,3 +215,22 @@ def test_browser_cell_click_filters_the_gallery(tmp_path, app_server_factory, ne
     watch.errors[:] = [e for e in watch.errors if "ERR_NAME_NOT_RESOLVED" not in e and "404" not in e]
     watch.screenshot("review-cell-click")
     watch.assert_clean()
+
+
+def test_label_errors_use_finished_kfold_predictions(page_env):
+    """After `label-issues --kfold 2` the list covers every training image, not just validation."""
+    frame, run = page_env
+    folds = [frame[frame["group"].str[5].astype(int) % 2 == i] for i in range(2)]  # person ids end in 0..7
+    for i, part in enumerate(folds):
+        sub = run.root / "folds" / f"fold-{i}"
+        sub.mkdir(parents=True)
+        write_config(RunFolder(sub), {"kind": "train", "task": "class", "n_folds": 2, "fold": i})
+        write_status(RunFolder(sub), state="completed")
+        write_predictions(RunFolder(sub).val_predictions, part)
+    # The run's own validation predictions shrink to one person: the list must still hold all 28 errors.
+    write_predictions(run.val_predictions, frame[frame["group"].str.startswith("000001")])
+    at = open_review(run.id)
+    at.segmented_control(key="review_view").set_value("Suspected label errors").run()
+    assert not at.exception
+    assert any(t.value == "28 images where the model prefers another label" for t in at.text)
+    assert any("out-of-sample predictions of" in c.value for c in at.caption)

@@ -135,22 +135,25 @@ if view == "Best vs worst per class":
     if best.empty:
         st.text("No validation images of this class.")
 elif view == "Suspected label errors":
-    issues = ui.label_issues(run)
+    issues, from_folds = ui.label_issues(run)
+    source = (
+        "every training image, from the out-of-sample predictions of `label-issues --kfold`"
+        if from_folds
+        else "this run's validation images only: `python -m core label-issues --run RUN --kfold 5 "
+        "--out issues.csv` scores every training image with out-of-sample predictions"
+    )
     st.caption(
         "Ranked by the evidence against the given label (log-odds; above 0 the model prefers the "
-        "suggestion). 'person' rows add up all of a person's photos. These are this run's validation "
-        "images only: `python -m core label-issues --run RUN --kfold 5 --out issues.csv` scores every "
-        "training image with out-of-sample predictions."
+        f"suggestion). 'person' rows add up all of a person's photos. Scored on {source}."
     )
     st.download_button(
-        "Download CSV", review.issues_csv(issues), file_name=f"label-issues-{run_id}.csv", mime="text/csv",
+        "Download CSV", review.issues_csv(issues[review.ISSUE_EXPORT_COLUMNS]), file_name=f"label-issues-{run_id}.csv", mime="text/csv",
         key="review_issues_csv",
     )  # fmt: skip
     shown = issues[issues["score"] > 0]
     st.text(f"{len(shown)} images where the model prefers another label")
     if not shown.empty:
-        merged = shown.merge(frame.drop(columns=["label"]), on="path", how="left", suffixes=("", "_pred"))
-        merged["score"] = merged["score"].round(2)
+        merged = shown.assign(score=shown["score"].round(2))
         issue_pages = review.page_count(len(merged), page_size)
         number = st.pagination(issue_pages, key=f"review_issue_page_{page_size}") if issue_pages > 1 else 1
         ui.card_grid(
