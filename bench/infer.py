@@ -13,8 +13,9 @@ The baseline is timed with torch's default thread count (what the notebook gets)
 thread: on a busy machine, batch-1 inference with several threads is very slow (threads wait for
 each other on tiny ops), so the one-thread ratio is the conservative figure.
 
-Prints images/s for both and their ratio (goal: >= 5x), and how often the two agree on the class
-(draft decoding changes pixels slightly, never the geometry).
+Prints images/s for both and their ratio (goal: >= 5x), CPU time per image (steadier than wall
+time on a shared machine), and how often the two agree on the class (draft decoding changes pixels
+slightly, never the geometry).
 """
 
 from __future__ import annotations
@@ -82,13 +83,27 @@ def baseline(run: infer.RunModel, paths: list[str]) -> tuple[float, np.ndarray]:
     return seconds, preds
 
 
+def loading_only(run: infer.RunModel, paths: list[str]) -> tuple[float, float]:
+    """Seconds to turn ``paths`` into model input: the notebook's way, and core.infer's (no model)."""
+    pipeline = transforms.build_pipeline(run.eval_spec)
+    start = time.perf_counter()
+    for path in paths:
+        pipeline(Image.open(path).convert("RGB"))
+    naive = time.perf_counter() - start
+    ours = infer.InputPipeline(run.eval_spec)
+    start = time.perf_counter()
+    for _, items in infer.iter_batches(paths, ours.load_uint8, infer.DEFAULT_BATCH_SIZE):
+        ours.finish(torch.stack(items))
+    return naive, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="eval folder (info.csv + images/)")
     parser.add_argument("--model", default="small_cnn")
     parser.add_argument("--img-size", type=int, nargs=2, default=(128, 96), metavar=("H", "W"))
     parser.add_argument("--limit", type=int, default=0, help="predict only the first N images (0: all)")
-    parser.add_argument("--baseline-limit", type=int, default=1500, help="time the slow baseline on the first N")
+    parser.add_argument("--baseline-limit", type=int, default=500, help="time the slow baseline on the first N")
     parser.add_argument("--eval-people", type=int, default=200, help="size of the generated set (7 photos each)")
     parser.add_argument("--batch-size", type=int, default=infer.DEFAULT_BATCH_SIZE)
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both ways (0: torch's default)")
@@ -107,20 +122,27 @@ def main() -> None:
               f"device: {run.device}, torch threads: {torch.get_num_threads()}", flush=True)  # fmt: skip
         infer.predict([run], infer.Items(items.root, "images", items.frame.iloc[:64]))  # warm-up
 
+        cpu = time.process_time()
         result = infer.predict([run], items, batch_size=args.batch_size)
-        ours = len(paths) / result.seconds
-        print(f"core.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s", flush=True)
+        ours, ours_cpu = len(paths) / result.seconds, (time.process_time() - cpu) / len(paths)
+        print(f"core.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s, "
+              f"{1000 * ours_cpu:.1f} CPU ms/image", flush=True)  # fmt: skip
 
         n = min(len(paths), args.baseline_limit) if args.baseline_limit else len(paths)
         default_threads = torch.get_num_threads()
         for threads in sorted({default_threads, 1}, reverse=True):
             torch.set_num_threads(threads)
+            cpu = time.process_time()
             seconds, base_preds = baseline(run, paths[:n])
-            base = n / seconds
+            base, base_cpu = n / seconds, (time.process_time() - cpu) / n
             agree = float((result.frame["pred"].to_numpy()[:n] == base_preds).mean())
             print(f"baseline (batch 1, full decode + resize, {threads} torch thread(s)): {n} images in {seconds:.1f} s "
-                  f"= {base:.1f} images/s; ratio {ours / base:.1f}x (goal >= 5x); same class on {agree:.1%}")
+                  f"= {base:.1f} images/s, {1000 * base_cpu:.1f} CPU ms/image; ratio {ours / base:.1f}x wall "
+                  f"(goal >= 5x), {base_cpu / ours_cpu:.1f}x CPU; same class on {agree:.1%}")
         torch.set_num_threads(default_threads)
+        naive, fast = loading_only(run, paths[:n])
+        print(f"loading only (decode + eval transforms, no model), {n} images: notebook {n / naive:.0f} images/s, "
+              f"core.infer {n / fast:.0f} images/s = {naive / fast:.1f}x")
 
 if __name__ == "__main__":
     main()
