@@ -71,7 +71,7 @@ class AppServer:
                 "--server.headless", "true", "--server.fileWatcherType", "none",
                 "--browser.gatherUsageStats", "false",
             ],
-            cwd=workdir, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT, env=full_env,  # the repository's .streamlit/config.toml applies stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self._wait_healthy()
 
@@ -108,6 +108,7 @@ def app_server_factory(tmp_path) -> Iterator:
             "WORKBENCH_MODELS_DIR": str(tmp_path / "models"),
             "WORKBENCH_SUBMISSIONS_DIR": str(tmp_path / "submissions"),
             "WORKBENCH_CACHE_DIR": str(tmp_path / "cache"),
+            "WORKBENCH_SPECS_DIR": str(tmp_path / "specs"),
         }
         server = AppServer(tmp_path, {**base, **env})
         servers.append(server)
@@ -154,9 +155,20 @@ class PageWatch:
         return path
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def new_page(browser):
-    """``new_page()`` -> (page, watch) in a fresh browser context; closed at the end of the test."""
+def new_page(browser, request):
+    """``new_page()`` -> (page, watch) in a fresh browser context; closed at the end of the test.
+
+    When the test fails, each page is saved as test-artifacts/FAILED-<test>-<n>.png first.
+    """
     contexts = []
 
     def make():
@@ -167,7 +179,13 @@ def new_page(browser):
         return page, PageWatch(page)
 
     yield make
-    for context in contexts:
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for number, context in enumerate(contexts):
+        if failed and context.pages:
+            try:
+                PageWatch(context.pages[0]).screenshot(f"FAILED-{request.node.name}-{number}")
+            except Exception as err:  # a screenshot must never hide the real failure
+                print(f"could not save a failure screenshot: {err}")
         context.close()
 
 

@@ -1,0 +1,140 @@
+"""Several users at once (issue 7): 8 browser sessions page the Review gallery and watch a running
+job. Every page must render without an error box; the server's memory must stay bounded. The figures
+(page times, server memory, the job's speed before and during the load) go to
+test-artifacts/load.json and are printed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from core import demo, jobs, runs, transforms
+from tests.conftest import ARTIFACTS, wait_for_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SESSIONS = 8
+RSS_GROWTH_LIMIT_MB = 1500  # what 8 sessions may add to the server; thumbnails are small, caches bounded
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _config(data: Path, **overrides) -> dict:
+    train_spec, eval_spec = transforms.preset("baseline", (64, 48))
+    base = {
+        "data": str(data), "model": "small_cnn", "img_size": [64, 48], "train_spec": train_spec,
+        "eval_spec": eval_spec, "batch_size": 32, "epochs": 1, "log_every": 2, "workers": 0,
+    }  # fmt: skip
+    return {**base, **overrides}
+
+
+def _wait_state(run, states: set[str], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = jobs.reconcile(run)
+        if status.get("state") in states:
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"{run.id} stayed {jobs.reconcile(run)}")
+
+
+def _speed(run) -> list[float]:
+    frame = runs.read_metrics(run)
+    return [] if frame.empty or "images_per_s" not in frame else frame["images_per_s"].dropna().tolist()
+
+
+def _nav(page, title: str):
+    return page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title)
+
+
+def test_eight_sessions_page_review_and_watch_a_job(tmp_path, app_server_factory, new_page, monkeypatch):
+    data = tmp_path / "data"
+    demo.generate(data / "demo", people=24, eval_people=2, seed=5)
+    models = tmp_path / "models"
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(models))
+    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "2")
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+    finished = jobs.launch_training(_config(data / "demo", epochs=2), models, name="finished")
+    _wait_state(finished, {"completed"}, 300)
+    running = jobs.launch_training(_config(data / "demo", epochs=200), models, name="running")
+    _wait_state(running, {"running"}, 120)
+    time.sleep(3)  # a few logged steps with the server idle, to compare the job's speed against
+    speed_before = _speed(running)
+
+    server = app_server_factory(data, WORKBENCH_MODELS_DIR=str(models), WORKBENCH_MAX_JOBS="2")
+    rss_start = _rss_mb(server.proc.pid)
+    sessions = [new_page() for _ in range(SESSIONS)]
+    timings: dict[str, list[float]] = {"review": [], "page": [], "train": []}
+    rss_peak = rss_start
+
+    def timed(kind: str, start: float) -> None:
+        timings[kind].append(time.monotonic() - start)
+
+    # All sessions open the app, then ask for the Review page at once; each waits for its gallery.
+    # (Pages are opened through the sidebar: sub-path URLs make Streamlit probe a 404 health path.)
+    for page, _ in sessions:
+        page.goto(server.url, wait_until="commit")
+    for page, _ in sessions:
+        wait_for_app(page)
+    start = time.monotonic()
+    for page, _ in sessions:
+        _nav(page, "Review").click()
+    for page, _ in sessions:
+        wait_for_app(page)
+        page.locator('[data-testid="stImage"] img').first.wait_for()
+        timed("review", start)
+        rss_peak = max(rss_peak, _rss_mb(server.proc.pid))
+
+    # Each pages the gallery (smaller pages so there are several), then opens the running job.
+    for page, watch in sessions:
+        start = time.monotonic()
+        page.get_by_label("Per page").click()
+        page.get_by_role("option", name="12", exact=True).click()
+        wait_for_app(page)
+        pager = page.locator('[data-testid="stPagination"]')
+        if pager.count():
+            pager.get_by_role("button", name="2", exact=True).click()
+            wait_for_app(page)
+        timed("page", start)
+        watch.assert_clean()
+        rss_peak = max(rss_peak, _rss_mb(server.proc.pid))
+    start = time.monotonic()
+    for page, _ in sessions:
+        _nav(page, "Training").click()
+    for page, _ in sessions:
+        wait_for_app(page)
+        page.get_by_text("running").first.wait_for()
+        timed("train", start)
+    time.sleep(4)  # let the live panels refresh a few times with all sessions open
+    for _, watch in sessions:
+        watch.assert_clean()
+    rss_peak = max(rss_peak, _rss_mb(server.proc.pid))
+    sessions[0][1].screenshot("load-train-session-1")
+
+    speed_during = _speed(running)[len(speed_before) :]
+    assert jobs.reconcile(running)["state"] == "running", "the job must survive the load"
+    jobs.cancel(running)
+    _wait_state(running, {"cancelled"}, 120)
+
+    report = {
+        "sessions": SESSIONS,
+        "server_rss_mb": {"start": round(rss_start), "peak": round(rss_peak)},
+        "seconds": {k: [round(v, 2) for v in vals] for k, vals in timings.items()},
+        "job_images_per_s": {
+            "before": round(sum(speed_before) / max(1, len(speed_before)), 1),
+            "during": round(sum(speed_during) / max(1, len(speed_during)), 1),
+        },
+    }
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "load.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+    assert rss_peak - rss_start < RSS_GROWTH_LIMIT_MB, report

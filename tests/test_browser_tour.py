@@ -1,0 +1,112 @@
+"""The full browser tour (issue 7): fresh demo data → Dataset → Augmentations → Training → Review →
+Submission, in headless Chromium. Screenshots of each page land in test-artifacts/; the test fails on
+any Streamlit exception box or browser console error."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core import demo
+from core.submission import validate_submission
+from tests.conftest import wait_for_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+RUN_DONE = re.compile(r"— completed")
+
+
+def _image_sources(page) -> list[str]:
+    return page.locator('[data-testid="stImage"] img').evaluate_all("els => els.map(e => e.src)")
+
+
+def _fill_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    wait_for_app(page)
+
+
+def _open(page, server, title: str) -> None:
+    """Open a page through the sidebar navigation (sub-path URLs make Streamlit probe a 404 health path)."""
+    if not page.url.startswith(server.url):
+        page.goto(server.url)
+        wait_for_app(page)
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+    wait_for_app(page)
+
+
+def test_full_tour(tmp_path, app_server_factory, new_page):
+    data = tmp_path / "data"
+    demo.generate(data / "demo", people=24, eval_people=3, seed=3)
+    server = app_server_factory(data)
+    page, watch = new_page()
+
+    # Dataset: the class chart and the gallery thumbnails.
+    _open(page, server, "Dataset")
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    page.locator('[data-testid="stImage"] img').first.wait_for()
+    watch.screenshot("tour-1-dataset")
+    watch.assert_clean()
+
+    # Augmentations: remove the first step of pipeline A and see the samples change.
+    _open(page, server, "Augmentations")
+    page.locator('[data-testid="stImage"] img').first.wait_for()
+    before = _image_sources(page)
+    page.get_by_role("button", name="✕").first.click()
+    wait_for_app(page)
+    page.wait_for_function(
+        "before => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].map(e => e.src).join() !== before",
+        arg=",".join(before),
+    )
+    watch.screenshot("tour-2-augment")
+    watch.assert_clean()
+
+    # Training: a tiny job from the form, watched until it completes.
+    _open(page, server, "Training")
+    _fill_number(page, "Image height", 64)
+    _fill_number(page, "Image width", 48)
+    _fill_number(page, "Epochs", 2)
+    page.get_by_role("button", name="Launch training").click()
+    page.get_by_text(RUN_DONE).first.wait_for(timeout=300_000)
+    watch.screenshot("tour-3-train")
+    watch.assert_clean()
+
+    # Review: click a confusion-matrix cell, then page the gallery.
+    _open(page, server, "Review")
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for()
+    plot_area = chart.locator(".nsewdrag").first
+    box = plot_area.bounding_box()
+    assert box is not None
+    cells = 18
+    page.mouse.click(box["x"] + box["width"] * 0.5 / cells, box["y"] + box["height"] * 0.5 / cells)
+    page.get_by_role("button", name=re.compile("^✕ true")).wait_for()
+    page.get_by_role("button", name=re.compile("^✕ true")).click()
+    wait_for_app(page)
+    page.get_by_label("Per page").click()
+    page.get_by_role("option", name="12", exact=True).click()
+    wait_for_app(page)
+    shown = page.get_by_text(re.compile(r"^\d+ images, \d+ pages$")).inner_text()
+    pages = int(shown.split(", ")[1].split()[0])
+    if pages > 1:
+        first_page = _image_sources(page)
+        page.locator('[data-testid="stPagination"]').get_by_role("button", name="2", exact=True).click()
+        wait_for_app(page)
+        assert _image_sources(page) != first_page
+    watch.screenshot("tour-4-review")
+    watch.assert_clean()
+
+    # Submission: predict the eval set, download submission.csv and validate it.
+    _open(page, server, "Submission")
+    page.get_by_role("button", name="Predict").click()
+    download_button = page.get_by_role("button", name="Download submission.csv")
+    download_button.wait_for(timeout=300_000)
+    with page.expect_download() as info:
+        download_button.click()
+    target = tmp_path / "submission.csv"
+    info.value.save_as(target)
+    assert validate_submission(target, data / "demo" / "eval" / "info.csv") == []
+    watch.screenshot("tour-5-submit")
+    watch.assert_clean()
