@@ -79,10 +79,11 @@ def time_naive_loader(paths, labels) -> float:
     return time.perf_counter() - start
 
 
-def time_source(source, n: int, seeds: np.ndarray | None = None) -> float:
-    seeds = np.zeros(n, np.int64) if seeds is None else seeds
+def time_source(source, positions: np.ndarray | int, seeds: np.ndarray | None = None) -> float:
+    positions = np.arange(positions) if isinstance(positions, int) else positions
+    seeds = np.zeros(len(positions), np.int64) if seeds is None else seeds
     start = time.perf_counter()
-    for _ in source.batches(np.arange(n), seeds, 64):
+    for _ in source.batches(positions, seeds, 64):
         pass
     return time.perf_counter() - start
 
@@ -108,9 +109,9 @@ def naive_batches(paths, labels):
     return ((x, y) for x, y in loader)
 
 
-def our_batches(source: CachedSource, labels: torch.Tensor, n: int):
-    order = torch.randperm(n).numpy()
-    return ((b.images, labels[b.positions]) for b in source.batches(order, np.zeros(n, np.int64), 64))
+def our_batches(source: CachedSource, labels: torch.Tensor, positions: np.ndarray):
+    order = positions[torch.randperm(len(positions)).numpy()]
+    return ((b.images, labels[b.positions]) for b in source.batches(order, np.zeros(len(order), np.int64), 64))
 
 
 def compare_epochs(name: str, paths, labels, source, warm: int) -> float:
@@ -123,9 +124,17 @@ def compare_epochs(name: str, paths, labels, source, warm: int) -> float:
     ours_model = ours_model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
     # One warm-up step each (oneDNN picks its kernels on the first call).
     train_epoch(naive_model, naive_batches(paths[:warm], labels[:warm]), False)
-    train_epoch(ours_model, our_batches(source, y, warm), cl)
-    naive_s, n = train_epoch(naive_model, naive_batches(paths, labels), False)
-    ours_s, _ = train_epoch(ours_model, our_batches(source, y, len(paths)), cl)
+    train_epoch(ours_model, our_batches(source, y, np.arange(warm)), cl)
+    # The epoch in two halves, in the order naive, ours, ours, naive: load drift hits both alike.
+    half = len(paths) // 2
+    naive_s = ours_s = 0.0
+    for lo, hi, naive_first in ((0, half, True), (half, len(paths), False)):
+        for which in ("naive", "ours") if naive_first else ("ours", "naive"):
+            if which == "naive":
+                naive_s += train_epoch(naive_model, naive_batches(paths[lo:hi], labels[lo:hi]), False)[0]
+            else:
+                ours_s += train_epoch(ours_model, our_batches(source, y, np.arange(lo, hi)), cl)[0]
+    n = len(paths)
     print(f"  {name:<10} naive loop {naive_s:7.2f} s | ours {ours_s:7.2f} s ({'channels_last' if cl else 'contiguous'})"
           f" | {n} images | ratio {naive_s / ours_s:.2f}x")  # fmt: skip
     return naive_s / ours_s
@@ -155,22 +164,27 @@ def main() -> int:
     print(f"data: {root} ({len(index.frame)} images, using {n}); input {SIZE[0]}x{SIZE[1]}; "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
 
-    print("input pipeline (one process):")
-    naive = time_naive_loader(paths, labels)
-    print(f"  naive (PIL full decode + torchvision) {rate(n, naive)}")
-    draft = time_source(DecodeSource(paths, train_spec, workers=0), n)
-    print(f"  draft decode (core.loader)           {rate(n, draft)}   {naive / draft:5.2f}x naive")
+    print("input pipeline (one process; the methods take turns on chunks of 100 images so load drift hits all):")
+    draft_source = DecodeSource(paths, train_spec, workers=0)
+    flip_rest = transforms.split_deterministic_prefix(flip_spec)[1]
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         cache, skipped, _ = open_or_build_cache(paths, prefix, SIZE, tmp)
         build = time.perf_counter() - start
-        print(f"  cache build (draft decode + write)   {rate(n, build)}")
         source = CachedSource(cache, rest, skipped)
+        flip_source = CachedSource(cache, flip_rest, skipped)
         time_source(source, min(n, 128))  # page the memmap in, as every epoch after the first finds it
-        cached = time_source(source, n)
+        naive = draft = cached = flipped = 0.0
+        for lo in range(0, n, 100):
+            chunk = np.arange(lo, min(lo + 100, n))
+            naive += time_naive_loader([paths[i] for i in chunk], labels[chunk])
+            draft += time_source(draft_source, chunk)
+            cached += time_source(source, chunk)
+            flipped += time_source(flip_source, chunk, chunk)
+        print(f"  naive (PIL full decode + torchvision) {rate(n, naive)}")
+        print(f"  draft decode (core.loader)           {rate(n, draft)}   {naive / draft:5.2f}x naive")
+        print(f"  cache build (draft decode + write)   {rate(n, build)}")
         print(f"  cached (memmap, batch transform)     {rate(n, cached)}   {naive / cached:5.1f}x naive")
-        flip_source = CachedSource(cache, transforms.split_deterministic_prefix(flip_spec)[1], skipped)
-        flipped = time_source(flip_source, n, np.arange(n))
         print(f"  cached + per-sample random flip      {rate(n, flipped)}   {naive / flipped:5.1f}x naive")
 
         print("one training epoch at 128x96 (naive loop: naive loader, contiguous; ours: cache):")
