@@ -186,20 +186,11 @@ def collect_items(data: str | os.PathLike) -> Items:
 
 
 def draft_size(spec: list[dict]) -> tuple[int, int] | None:
-    """The size a JPEG may be draft-decoded to without changing what the spec produces.
+    """The size a JPEG may be draft-decoded to: the training loader's own rule, so that inference
+    sees the same pixels training did (only when the spec starts with a Resize)."""
+    from core.loader import draft_size as training_draft_size
 
-    Only when the spec starts with a Resize: a crop in pixels before any resize must see the full image.
-    """
-    if not spec or spec[0].get("op") != "Resize":
-        return None
-    size = spec[0].get("size")
-    if isinstance(size, int):
-        return (size, size)  # the shorter side goes to `size`, so both sides stay >= size
-    if isinstance(size, (list, tuple)) and len(size) == 1:
-        return (int(size[0]), int(size[0]))
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return (int(size[0]), int(size[1]))
-    return None
+    return training_draft_size(spec)
 
 
 class InputPipeline:
