@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import streamlit as st
 
 from app import widgets
+from app.widgets import plain
 from core import settings, transforms
 from core.errors import WorkbenchError
 
@@ -29,15 +29,6 @@ WHICH_LABEL = {"train": "training", "eval": "evaluation"}
 DEFAULT_PRESETS = {"A": "baseline", "B": "light"}
 PATTERN = "pattern:"  # source key of the built-in test pattern
 MAX_SAMPLES = 8
-
-
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
-
-
-def plain(text: object) -> str:
-    """Text for st.caption/st.error & co. shown literally: file, folder and op names come from users,
-    and markdown would otherwise turn them into links, images or formatting."""
-    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
 # ---------------------------------------------------------------------------------------------- state

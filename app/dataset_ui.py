@@ -39,7 +39,7 @@ def overview(index: datasets.DatasetIndex) -> None:
         help=f"largest class / smallest class ({int(counts.max())} / {int(counts.min())} images)",
     )  # fmt: skip
     cols[4].metric("Problems", len(index.problems))
-    st.caption(f"{index.format} format · {index.root}")
+    st.caption(f"{index.format} format · {widgets.plain(index.root)}")
 
 
 def class_chart(index: datasets.DatasetIndex) -> None:

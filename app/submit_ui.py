@@ -119,7 +119,7 @@ def show_job(folder: Path) -> None:
     run = runs.RunFolder(folder)
     status = jobs.reconcile(run)
     config = runs.read_config(run)
-    st.markdown(f"**{run.id}** — {status.get('state')}")
+    st.markdown(f"**{widgets.plain(run.id)}** — {status.get('state')}")
     # st.text, not markdown: folder names are user data
     st.text(f"Runs: {', '.join(Path(r).name for r in config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
             f"data: {config.get('data')}")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -11,6 +12,13 @@ from core import settings
 from core.errors import WorkbenchError
 
 DATASET_KEY = "dataset_root"
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def plain(text: object) -> str:
+    """Text for st.caption/st.markdown/st.error shown literally: file, folder, class and op names come
+    from users, and markdown would otherwise turn them into links, images or formatting."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
 def candidate_datasets() -> list[Path]:
@@ -104,4 +112,4 @@ def image_grid(images: list[bytes], captions: list[str], columns: int = 6) -> No
         for col, img, cap in zip(cols, images[row], captions[row], strict=False):
             with col:
                 st.image(img, width="stretch")
-                st.caption(cap)
+                st.caption(plain(cap))

@@ -51,7 +51,7 @@ def new_run_form(data_root: str | None) -> None:
     if not data_root:
         st.info("Pick a dataset in the sidebar to train on it.")
         return
-    st.caption(f"Dataset: {data_root}")
+    st.caption(f"Dataset: {widgets.plain(data_root)}")
     c1, c2, c3, c4 = st.columns(4)
     name = c1.text_input("Run name (optional)", key="train_name", placeholder="automatic")
     task = c2.selectbox("Task", TASKS, format_func=lambda t: TASK_LABELS.get(t, t), key="train_task")
@@ -163,7 +163,7 @@ def live_panel(run: runs.RunFolder) -> None:
         st.rerun()  # refresh the runs table and stop the timer
 
     message = status.get("message")
-    st.markdown(f"**{run.id}** — {state}" + (f" · {message}" if message and message != state else ""))
+    st.markdown(f"**{widgets.plain(run.id)}** — {state}" + (f" · {widgets.plain(message)}" if message and message != state else ""))
     if state == "failed" and status.get("error"):
         st.error(status["error"])
     step, total = status.get("step") or 0, status.get("total_steps") or 0
