@@ -189,6 +189,27 @@ def new_page(browser, request):
         context.close()
 
 
+def open_page(page, base_url: str, title: str) -> None:
+    """Open an app page through the sidebar navigation and wait for its title.
+
+    Sub-path URLs make Streamlit probe a 404 health path (console errors), so tests start at the root.
+    A click that lands while a script run is finishing can be dropped: retry until the title shows.
+    """
+    if not page.url.startswith(base_url):
+        page.goto(base_url)
+        wait_for_app(page)
+    heading = page.get_by_role("heading", name=title, exact=True)
+    for _ in range(5 if not heading.count() else 0):
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+        try:
+            heading.wait_for(timeout=20_000)
+            break
+        except Exception:  # noqa: BLE001 - retried; the last wait below raises for real
+            continue
+    heading.wait_for()
+    wait_for_app(page)
+
+
 def wait_for_app(page) -> None:
     """Wait until Streamlit has finished its current script run."""
     page.wait_for_selector('[data-testid="stApp"]')
