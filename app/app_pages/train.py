@@ -168,7 +168,7 @@ def live_panel(run: runs.RunFolder) -> None:
         st.error(status["error"])
     step, total = status.get("step") or 0, status.get("total_steps") or 0
     if total:
-        eta = train_ui.eta_seconds(status)
+        eta = train_ui.eta_seconds(status) if state in runs.ACTIVE_STATES else None
         text = f"step {step} / {total}" + (f" · ETA {train_ui.format_duration(eta)}" if eta is not None else "")
         st.progress(1.0 if state == "completed" else min(1.0, step / total), text=text)
 
