@@ -167,6 +167,8 @@ def live_panel(run: runs.RunFolder) -> None:
     if state == "failed" and status.get("error"):
         st.error(status["error"])
     step, total = status.get("step") or 0, status.get("total_steps") or 0
+    if state == "completed":
+        step = total  # heartbeats are throttled: the last one can predate the final step
     if total:
         eta = train_ui.eta_seconds(status) if state in runs.ACTIVE_STATES else None
         text = f"step {step} / {total}" + (f" · ETA {train_ui.format_duration(eta)}" if eta is not None else "")
