@@ -260,9 +260,7 @@ def run_job(run: RunFolder | str | os.PathLike, work: Callable[[JobContext], Non
         except Exception as err:  # noqa: BLE001 - any failure of the work must end as a recorded state
             runs.append_log(run, "".join(traceback.format_exception(err)))
             return _finish(run, "failed", error=error_line(err), message="failed")
-        # Heartbeats are throttled, so the last one may predate the final step: a completed job did them all.
-        total = runs.read_status(run).get("total_steps")
-        return _finish(run, "completed", message="completed", **({"step": total} if total else {}))
+        return _finish(run, "completed", message="completed")
     finally:
         if slot_fd is not None:
             os.close(slot_fd)

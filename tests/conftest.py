@@ -31,6 +31,28 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
+def wait_until(predicate, timeout: float = 180.0, what: str = "condition", interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_state(run, *states: str, timeout: float = 180.0) -> dict:
+    """Poll a run folder (reconciled, as the app lists it) until its state is one of ``states``."""
+    from core import jobs, runs
+
+    return wait_until(
+        lambda: (s := jobs.reconcile(run)).get("state") in states and s,
+        timeout,
+        f"{run.id} to reach {states} (now {runs.read_status(run)}; log: {runs.tail(run.log, 3000)})",
+    )
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small demo dataset in the competition layout (14 train people, 4 eval people), made once."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core import demo, jobs, runs, transforms
-from tests.conftest import ARTIFACTS, open_page, wait_for_app
+from tests.conftest import ARTIFACTS, open_page, wait_for_app, wait_state
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,14 +36,6 @@ def _config(data: Path, **overrides) -> dict:
     return {**base, **overrides}
 
 
-def _wait_state(run, states: set[str], timeout: float) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = jobs.reconcile(run)
-        if status.get("state") in states:
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"{run.id} stayed {jobs.reconcile(run)}")
 
 
 def _speed(run) -> list[float]:
@@ -64,9 +56,9 @@ def test_eight_sessions_page_review_and_watch_a_job(tmp_path, app_server_factory
     monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
 
     finished = jobs.launch_training(_config(data / "demo", epochs=2), models, name="finished")
-    _wait_state(finished, {"completed"}, 300)
+    wait_state(finished, "completed", timeout=300)
     running = jobs.launch_training(_config(data / "demo", epochs=200), models, name="running")
-    _wait_state(running, {"running"}, 120)
+    wait_state(running, "running", timeout=120)
     time.sleep(3)  # a few logged steps with the server idle, to compare the job's speed against
     speed_before = _speed(running)
 
@@ -120,7 +112,7 @@ def test_eight_sessions_page_review_and_watch_a_job(tmp_path, app_server_factory
     speed_during = _speed(running)[len(speed_before) :]
     assert jobs.reconcile(running)["state"] == "running", "the job must survive the load"
     jobs.cancel(running)
-    _wait_state(running, {"cancelled"}, 120)
+    wait_state(running, "cancelled", timeout=120)
 
     report = {
         "sessions": SESSIONS,

@@ -6,13 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from core import jobs, runs, transforms
 from core.errors import RunError
+from tests.conftest import wait_state, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -44,22 +44,8 @@ def tiny_config(data: Path, **changes) -> dict:
     return {**cfg, **changes}
 
 
-def wait_until(predicate, timeout: float = 180.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-def wait_state(run: runs.RunFolder, *states: str, timeout: float = 180.0) -> dict:
-    return wait_until(
-        lambda: (s := jobs.reconcile(run)).get("state") in states and s,
-        timeout,
-        f"{run.id} to reach {states} (now {runs.read_status(run)}; log: {runs.tail(run.log, 3000)})",
-    )
 
 
 def checkpoint_step(run: runs.RunFolder) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 from core import jobs, runs
 from core.errors import RunError
+from tests.conftest import wait_state, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,22 +35,8 @@ def make_run(env: Path, name: str = "r1", kind: str = "hold") -> runs.RunFolder:
     return run
 
 
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
-def wait_state(run: runs.RunFolder, *states: str, timeout: float = 60.0) -> dict:
-    return wait_until(
-        lambda: (s := jobs.reconcile(run)).get("state") in states and s,
-        timeout,
-        f"{run.id} to reach {states} (now {runs.read_status(run)}; log: {runs.tail(run.log)})",
-    )
 
 
 def launch_hold(run: runs.RunFolder, release: Path, fail: str | None = None) -> int:

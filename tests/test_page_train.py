@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import train_ui
 from core import jobs, runs
+from tests.conftest import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAGE = "app_pages/train.py"
@@ -140,14 +141,6 @@ def test_jobs_list_is_empty_without_runs(env):
     assert os.environ["WORKBENCH_MODELS_DIR"].endswith("models")
 
 
-def wait_until(predicate, timeout: float = 180.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
