@@ -38,7 +38,7 @@ __all__ = ["TrainConfig", "run_training", "train_one_epoch", "evaluate", "split_
 
 class JobContextLike(Protocol):
     def heartbeat(self, step: int | None = None, total_steps: int | None = None, epoch: int | None = None,
-                  message: str | None = None) -> None: ...  # fmt: skip
+                  message: str | None = None, force: bool = False) -> None: ...  # fmt: skip
 
     def cancel_requested(self) -> bool: ...
 
@@ -465,8 +465,10 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
             tb.add_scalar("Val/accuracy", result.acc, step)
             tb.add_scalar("Val/f1", result.f1, step)
             tb.flush()
-            log(f"epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}: val_loss {result.loss:.4f} "
-                f"val_acc {result.acc:.4f} val_f1 {result.f1:.4f}")  # fmt: skip
+            # Step heartbeats are throttled; an epoch end always reaches status.json with its step.
+            _log(ctx, f"epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}: val_loss {result.loss:.4f} "
+                      f"val_acc {result.acc:.4f} val_f1 {result.f1:.4f}",
+                 step=step, total_steps=total_steps, epoch=epoch + 1, force=True)  # fmt: skip
             if result.f1 > best_f1:
                 best_f1 = result.f1
                 write_val_predictions(run, data, result)
