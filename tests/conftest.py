@@ -224,7 +224,7 @@ def open_page(page, base_url: str, title: str) -> None:
     for _ in range(5 if not heading.count() else 0):
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
         try:
-            heading.wait_for(timeout=20_000)
+            heading.wait_for(timeout=45_000)  # a slow render on a loaded machine is not a dropped click
             break
         except Exception:  # noqa: BLE001 - retried; the last wait below raises for real
             continue

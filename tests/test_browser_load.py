@@ -66,6 +66,8 @@ def test_eight_sessions_page_review_and_watch_a_job(tmp_path, app_server_factory
     server = app_server_factory(data, WORKBENCH_MODELS_DIR=str(models), WORKBENCH_MAX_JOBS="2")
     rss_start = _rss_mb(server.proc.pid)
     sessions = [new_page() for _ in range(SESSIONS)]
+    for page, _ in sessions:
+        page.set_default_timeout(240_000)  # 8 first renders share 2 cores with the job (~90 s measured)
     timings: dict[str, list[float]] = {"review": [], "page": [], "train": []}
     rss_peak = rss_start
 
