@@ -211,7 +211,7 @@ def new_page(browser, request):
         context.close()
 
 
-def open_page(page, base_url: str, title: str) -> None:
+def browse_to(page, base_url: str, title: str) -> None:
     """Open an app page through the sidebar navigation and wait for its title.
 
     Sub-path URLs make Streamlit probe a 404 health path (console errors), so tests start at the root.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import demo, jobs, runs, transforms
-from tests.conftest import ARTIFACTS, open_page, wait_for_app, wait_state, wait_until
+from tests.conftest import ARTIFACTS, browse_to, wait_for_app, wait_state, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -89,7 +89,7 @@ def test_eight_sessions_page_review_and_watch_a_job(tmp_path, app_server_factory
     for page, _ in sessions:
         _nav(page, "Review").click()
     for page, _ in sessions:
-        open_page(page, server.url, "Review")  # waits for the title; re-clicks a dropped click
+        browse_to(page, server.url, "Review")  # waits for the title; re-clicks a dropped click
         page.locator('[data-testid="stImage"] img').first.wait_for()
         timed("review", start)
         rss_peak = max(rss_peak, _rss_mb(server.proc.pid))
@@ -108,7 +108,7 @@ def test_eight_sessions_page_review_and_watch_a_job(tmp_path, app_server_factory
     for page, _ in sessions:
         _nav(page, "Training").click()
     for page, _ in sessions:
-        open_page(page, server.url, "Training")
+        browse_to(page, server.url, "Training")
         page.get_by_text(re.compile(r"^step \d+ / \d+ · ETA")).first.wait_for()  # the live panel of the job
         timed("train", start)
     time.sleep(4)  # let the live panels refresh a few times with all sessions open

@@ -10,7 +10,7 @@ import pytest
 
 from core import demo
 from core.submission import validate_submission
-from tests.conftest import open_page, wait_for_app
+from tests.conftest import browse_to, wait_for_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,10 +35,6 @@ def _fill_number(page, label: str, value: int) -> None:
     wait_for_app(page)
 
 
-def _open(page, server, title: str) -> None:
-    open_page(page, server.url, title)
-
-
 def test_full_tour(tmp_path, app_server_factory, new_page):
     data = tmp_path / "data"
     demo.generate(data / "demo", people=24, eval_people=3, seed=3)
@@ -46,14 +42,14 @@ def test_full_tour(tmp_path, app_server_factory, new_page):
     page, watch = new_page()
 
     # Dataset: the class chart and the gallery thumbnails.
-    _open(page, server, "Dataset")
+    browse_to(page, server.url, "Dataset")
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     page.locator('[data-testid="stImage"] img').first.wait_for()
     watch.screenshot("tour-1-dataset")
     watch.assert_clean()
 
     # Augmentations: remove the first step of pipeline A and see the samples change.
-    _open(page, server, "Augmentations")
+    browse_to(page, server.url, "Augmentations")
     page.locator('[data-testid="stImage"] img').first.wait_for()
     before = _image_sources(page)
     page.get_by_role("button", name="✕").first.click()
@@ -63,7 +59,7 @@ def test_full_tour(tmp_path, app_server_factory, new_page):
     watch.assert_clean()
 
     # Training: a tiny job from the form, watched until it completes.
-    _open(page, server, "Training")
+    browse_to(page, server.url, "Training")
     _fill_number(page, "Image height", 64)
     _fill_number(page, "Image width", 48)
     _fill_number(page, "Epochs", 2)
@@ -73,7 +69,7 @@ def test_full_tour(tmp_path, app_server_factory, new_page):
     watch.assert_clean()
 
     # Review: click a confusion-matrix cell, then page the gallery.
-    _open(page, server, "Review")
+    browse_to(page, server.url, "Review")
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.wait_for()
     plot_area = chart.locator(".nsewdrag").first
@@ -94,7 +90,7 @@ def test_full_tour(tmp_path, app_server_factory, new_page):
     watch.assert_clean()
 
     # Submission: predict the eval set, download submission.csv and validate it.
-    _open(page, server, "Submission")
+    browse_to(page, server.url, "Submission")
     page.get_by_role("button", name="Predict", exact=True).click()
     page.get_by_text("started").first.wait_for()
     download_button = page.get_by_role("button", name="Download submission.csv")

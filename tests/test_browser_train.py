@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core import runs
-from tests.conftest import wait_for_app
+from tests.conftest import browse_to, wait_for_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -20,10 +20,7 @@ def set_number(page, label: str, value: int) -> None:
 def test_launch_tiny_job_from_the_page_and_see_it_complete(demo_root, app_server_factory, new_page, tmp_path):
     server = app_server_factory(demo_root.parent)
     page, watch = new_page()
-    page.goto(server.url)  # a sub-path URL makes Streamlit probe 404s: open the root, then navigate
-    wait_for_app(page)
-    page.get_by_role("link", name="Training").click()
-    wait_for_app(page)
+    browse_to(page, server.url, "Training")  # through the sidebar; waits for the title
     page.get_by_role("heading", name="New run").wait_for()
 
     page.get_by_label("Run name (optional)").fill("browser-run")

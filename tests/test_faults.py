@@ -12,7 +12,7 @@ import pytest
 
 from core import jobs, runs, transforms
 from core.errors import RunError
-from tests.conftest import wait_state, wait_until
+from tests.conftest import browse_to, wait_state, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -183,10 +183,7 @@ def test_app_restart_while_a_job_runs(demo_root, app_server_factory, new_page, t
     monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
     first = app_server_factory(demo_root.parent)
     page, watch = new_page()
-    page.goto(first.url)
-    wait_for_app(page)
-    page.get_by_role("link", name="Training").click()
-    wait_for_app(page)
+    browse_to(page, first.url, "Training")  # through the sidebar; waits for the title
     page.get_by_label("Run name (optional)").fill("survivor")
     page.get_by_label("Run name (optional)").press("Enter")
     wait_for_app(page)
@@ -206,10 +203,7 @@ def test_app_restart_while_a_job_runs(demo_root, app_server_factory, new_page, t
     wait_until(lambda: len(train_records(run)) >= 2, what="logged steps")
     second = app_server_factory(demo_root.parent)
     page, watch = new_page()
-    page.goto(second.url)
-    wait_for_app(page)
-    page.get_by_role("link", name="Training").click()
-    wait_for_app(page)
+    browse_to(page, second.url, "Training")  # through the sidebar; waits for the title
     page.wait_for_function("() => document.body.innerText.includes('survivor — running')", timeout=120_000)
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     watch.screenshot("train-after-restart")

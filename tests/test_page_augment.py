@@ -9,7 +9,7 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, browse_to
 
 CROP_TRAIN = [
     {"op": "CenterCrop", "size": [320, 256]},
@@ -268,10 +268,7 @@ def test_browser_page_renders_samples_and_warning(demo_root, app_server_factory,
     server = app_server_factory(demo_root.parent, WORKBENCH_SPECS_DIR=str(tmp_path / "specs"))
     page, watch = new_page()
     page.set_default_timeout(120_000)
-    page.goto(server.url)  # a sub-path URL makes Streamlit probe 404s; walk there through the navigation
-    wait_for_app(page)
-    page.get_by_role("link", name="Augmentations").click()
-    wait_for_app(page)
+    browse_to(page, server.url, "Augmentations")  # through the sidebar; waits for the title
     page.get_by_text("What the model receives").wait_for()
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"

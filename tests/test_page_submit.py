@@ -13,6 +13,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from core import runs, submission
+from tests.conftest import browse_to
 from tests.test_infer import make_eval, make_run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -136,10 +137,7 @@ def test_browser_predict_download_and_validate(demo_root, app_server_factory, ne
     make_run(tmp_path / "models", "browser-run")
     server = app_server_factory(demo_root.parent)
     page, watch = new_page()
-    page.goto(server.url)  # a sub-path URL makes Streamlit probe 404s: open the root, then navigate
-    wait_for_app(page)
-    page.get_by_role("link", name="Submission").click()
-    wait_for_app(page)
+    browse_to(page, server.url, "Submission")  # through the sidebar; waits for the title
     page.get_by_role("button", name="Predict").click()
     page.get_by_text("started").first.wait_for()
     download_button = page.get_by_role("button", name="Download submission.csv")
