@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from core import settings
 from core.errors import WorkbenchError
 
 COMMAND_MODULES = (
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings.keep_freed_memory()  # predictions and training allocate the same big blocks batch after batch
     try:
         return int(args.func(args) or 0)
     except WorkbenchError as err:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,3 +74,30 @@ def load() -> Settings:
         upload_max_bytes=_int("WORKBENCH_UPLOAD_MAX_BYTES", 4 << 30),
         upload_max_ratio=_int("WORKBENCH_UPLOAD_MAX_RATIO", 200),
     )
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Ask glibc to reuse freed blocks of up to 32 MiB instead of returning them to the kernel.
+
+    A batch of activations is a few MiB. With glibc's defaults it is often mmap'ed and unmapped on
+    every forward pass, and each new batch pays page faults to map and zero it again: measured 0.4-0.5
+    ms of system time per image and ~20% slower predictions at batch 64 on a CPU. Fixed thresholds
+    keep those blocks in the heap. Process-wide, so the CLI (and so every background job) calls it,
+    not the library functions. Returns False where this is not glibc (the defaults then stay).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))

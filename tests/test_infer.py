@@ -108,6 +108,36 @@ def test_draft_size_only_when_spec_starts_with_resize():
     assert infer.draft_size([{"op": "CenterCrop", "size": [256, 192]}, {"op": "Resize", "size": [128, 96]}]) is None
 
 
+def test_input_shortcuts_give_the_plain_pipelines_numbers(tmp_path):
+    """A Resize to the draft-decoded size is skipped and Normalize runs fused: same tensor either way."""
+    from core import imageio, transforms
+
+    rng = np.random.default_rng(3)
+    photo = tmp_path / "p.jpg"
+    Image.fromarray(rng.integers(0, 255, size=(128, 96, 3), dtype=np.uint8)).save(photo, quality=90)
+    spec = eval_spec((64, 48))  # Resize to exactly the 1/2-scale draft, then Normalize
+    fast = infer.input_loader(spec)
+    plain = transforms.build_pipeline(spec)(imageio.open_rgb(photo, min_size=(64, 48)))
+    assert fast._resize_only_to == (64, 48)
+    torch.testing.assert_close(fast(photo), plain, rtol=0, atol=1e-5)
+    other = eval_spec((60, 45))  # a real resize after the draft: the prefix runs
+    torch.testing.assert_close(infer.input_loader(other)(photo),
+                               transforms.build_pipeline(other)(imageio.open_rgb(photo, min_size=(60, 45))),
+                               rtol=0, atol=1e-5)  # fmt: skip
+
+
+def test_predictions_run_through_a_fused_copy_with_the_same_answers(models_dir, tmp_path):
+    data = make_eval(tmp_path / "eval", n=4)
+    run = infer.load_run(make_run(models_dir, "fused"), device="cpu")
+    assert run.net is not run.model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in run.net.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in run.model.modules()), "the loaded weights stay as saved"
+    pipeline = infer.input_loader(run.eval_spec)
+    batch = torch.stack([pipeline(p) for p in sorted((data / "images").iterdir())])
+    with torch.inference_mode():
+        torch.testing.assert_close(run.net(batch), run.model(batch), rtol=1e-4, atol=1e-5)
+
+
 def test_tta_averages_the_mirrored_image(models_dir, tmp_path):
     data = make_eval(tmp_path / "eval", n=4)
     mirrored = tmp_path / "mirrored"

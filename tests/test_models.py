@@ -115,3 +115,40 @@ def test_checked_loading_names_the_mismatch():
 def test_channels_last_preference():
     assert not models.prefers_channels_last("small_cnn")
     assert models.prefers_channels_last("resnet18")
+
+
+def test_fusing_folds_batchnorm_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    net = models.build_model("small_cnn", 5).eval()
+    for m in net.modules():  # running statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    fused = models.fuse_for_inference(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(3, 3, 64, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_fx_cannot_trace_is_used_unfused():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # control flow on values: torch.fx cannot trace it
+                x = -x
+            return self.bn(self.conv(x))
+
+    net = DataDependent().train()
+    assert models.fuse_for_inference(net) is net and not net.training
+
+
+def test_freed_memory_is_kept_on_linux():
+    import sys
+
+    from core import settings
+
+    assert settings.keep_freed_memory() is sys.platform.startswith("linux")
