@@ -21,6 +21,7 @@ CURVES = (
     ("Macro F1", "train_f1", "val_f1"),
 )
 _PALETTE = px.colors.qualitative.Plotly
+MAX_POINTS = 600  # per line: a chart is ~300 pixels wide
 # Config fields that never make a difference worth showing between runs.
 _DIFF_IGNORED = {"kind"}
 
@@ -42,12 +43,26 @@ def series(metrics: pd.DataFrame, column: str) -> pd.DataFrame:
     return part.rename(columns={column: "value"}).reset_index(drop=True)
 
 
+def thin(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
+    """At most ``max_points`` evenly spaced rows, always keeping the last (the newest step).
+
+    A long job logs tens of thousands of steps; a 300-pixel chart cannot show more than a few
+    hundred, and every point is sent to every browser watching at each refresh.
+    """
+    if len(frame) <= max_points:
+        return frame
+    keep = sorted({*range(0, len(frame), -(-len(frame) // max_points)), len(frame) - 1})
+    return frame.iloc[keep]
+
+
 def curve_figure(
-    runs_metrics: dict[str, pd.DataFrame], title: str, train_col: str, val_col: str, smoothing: float = 0.0
+    runs_metrics: dict[str, pd.DataFrame], title: str, train_col: str, val_col: str, smoothing: float = 0.0,
+    max_points: int = MAX_POINTS,
 ) -> go.Figure:
     """One chart against iterations: train (smoothed; raw shown faintly for one run) and val curves.
 
     One run: train and val in two colours. Several runs: one colour per run, train solid, val dashed.
+    Each line is thinned to ``max_points`` after smoothing, so the smoothed shape is the true one.
     """
     fig = go.Figure()
     several = len(runs_metrics) > 1
@@ -57,16 +72,18 @@ def curve_figure(
         train_colour, val_colour = (run_colour, run_colour) if several else (_PALETTE[0], _PALETTE[1])
         train = series(metrics, train_col)
         if not train.empty:
+            train = train.assign(smoothed=smooth(train["value"], smoothing))
+            train = thin(train, max_points)
             if smoothing > 0 and not several:
                 fig.add_trace(
                     go.Scatter(x=train["step"], y=train["value"], mode="lines", name="train (raw)", opacity=0.25,
                                line={"width": 1, "color": train_colour}, showlegend=False)
                 )  # fmt: skip
             fig.add_trace(
-                go.Scatter(x=train["step"], y=smooth(train["value"], smoothing), mode="lines", name=f"{prefix}train",
+                go.Scatter(x=train["step"], y=train["smoothed"], mode="lines", name=f"{prefix}train",
                            line={"color": train_colour})
             )  # fmt: skip
-        val = series(metrics, val_col)
+        val = thin(series(metrics, val_col), max_points)
         if not val.empty:
             fig.add_trace(
                 go.Scatter(x=val["step"], y=val["value"], mode="lines+markers", name=f"{prefix}val",

@@ -10,7 +10,7 @@ A run (a training job, an imported checkpoint) or a prediction job is a folder::
       status.json               state (queued|running|completed|failed|cancelled), pid, started_at,
                                 heartbeat, finished_at, error, step, total_steps, epoch, message
       metrics.jsonl             one JSON object per line, each with "step" and "epoch";
-                                logged steps add train_loss, train_acc, lr, images_per_s;
+                                logged steps add train_loss, train_acc, lr, images_per_s, threads;
                                 epoch ends add val_loss, val_acc, val_f1, val_f1_per_class
       job.log                   the job's stdout/stderr
       checkpoints/last.pt       plain dict (loaded with weights_only=True): model (state_dict),

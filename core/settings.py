@@ -8,6 +8,7 @@
 | WORKBENCH_SPECS_DIR         | ./specs            | named train/eval transform spec pairs (Augmentations page) |
 | WORKBENCH_CACHE_DIR         | ./.cache           | thumbnails and decoded-image caches                  |
 | WORKBENCH_MAX_JOBS          | 1                  | background jobs that may run at once                 |
+| WORKBENCH_TRAIN_THREADS     | 0 (measured)       | torch CPU threads for training; fixed for bit-exact resumes |
 | WORKBENCH_UPLOAD_MAX_MEMBERS| 100000             | zip upload: most members                             |
 | WORKBENCH_UPLOAD_MAX_BYTES  | 4 GiB              | zip upload: most uncompressed bytes                  |
 | WORKBENCH_UPLOAD_MAX_RATIO  | 200                | zip upload: highest per-member compression ratio     |
@@ -49,6 +50,7 @@ class Settings:
     specs_dir: Path  # saved train/eval transform spec pairs: specs/<name>.json
     cache_dir: Path  # thumbnails and decoded-image caches (safe to delete)
     max_jobs: int = 1  # background jobs running at once; more wait as queued
+    train_threads: int = 0  # torch CPU threads for training: 0 = measured as the job runs (core.cputhreads)
     upload_max_members: int = 100_000  # zip upload limits, see core.archive
     upload_max_bytes: int = 4 << 30
     upload_max_ratio: int = 200
@@ -70,6 +72,7 @@ def load() -> Settings:
         specs_dir=_path("WORKBENCH_SPECS_DIR", "specs"),
         cache_dir=_path("WORKBENCH_CACHE_DIR", ".cache"),
         max_jobs=max(1, _int("WORKBENCH_MAX_JOBS", 1)),
+        train_threads=max(0, _int("WORKBENCH_TRAIN_THREADS", 0)),
         upload_max_members=_int("WORKBENCH_UPLOAD_MAX_MEMBERS", 100_000),
         upload_max_bytes=_int("WORKBENCH_UPLOAD_MAX_BYTES", 4 << 30),
         upload_max_ratio=_int("WORKBENCH_UPLOAD_MAX_RATIO", 200),

@@ -4,10 +4,13 @@
 trains with ``train_one_epoch`` / ``evaluate`` and writes everything through core.runs (see its
 docstring for the folder format). When ``checkpoints/last.pt`` exists it resumes from it: model,
 optimizer, scheduler, scaler, step, RNG state and the running log window are restored, and the data
-order of epoch e is a pure function of (seed, e), so the continuation equals an uninterrupted run.
+order of epoch e is a pure function of (seed, e), so the continuation equals an uninterrupted run
+(bit for bit with a fixed CPU thread count, WORKBENCH_TRAIN_THREADS; to float rounding when the
+job picks its thread count by measuring, the default).
 
 metrics.jsonl records (``epoch`` is the 1-based epoch the step belongs to):
-    logged steps: step, epoch, train_loss, train_acc (means over the last log_every steps), lr, images_per_s
+    logged steps: step, epoch, train_loss, train_acc (means over the last log_every steps), lr, images_per_s,
+                  threads (torch CPU threads at that step)
     epoch ends:   step, epoch, val_loss (plain cross-entropy), val_acc, val_f1 (macro), val_f1_per_class
 """
 
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import runs
+from core.cputhreads import ThreadGovernor
 from core.errors import ConfigError, DatasetError
 from core.loader import Batch, make_source
 from core.runs import RunFolder
@@ -417,6 +421,16 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
         })  # fmt: skip
 
     cancelled = False
+    # On a CPU the thread count is measured as the job runs: two threads are faster on an idle
+    # machine and much slower than one beside a busy app (see core.cputhreads). A fixed count
+    # (WORKBENCH_TRAIN_THREADS) keeps float results bit-identical between a resumed and a straight run.
+    governor = None
+    if device.type == "cpu":
+        fixed = settings.load().train_threads
+        if fixed:
+            torch.set_num_threads(fixed)
+        else:
+            governor = ThreadGovernor()
 
     def should_stop() -> bool:
         nonlocal cancelled
@@ -435,11 +449,13 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
                 window.correct += correct
                 window.seen += n
                 window.steps += 1
+                if governor is not None:
+                    governor.step(n)
                 if step % cfg.log_every == 0 or step == total_steps:
                     elapsed = max(time.perf_counter() - window.started, 1e-9)
                     record = {"step": step, "epoch": epoch + 1, "train_loss": window.loss_sum / window.seen,
                               "train_acc": window.correct / window.seen, "lr": scheduler.get_last_lr()[0],
-                              "images_per_s": window.seen / elapsed}  # fmt: skip
+                              "images_per_s": window.seen / elapsed, "threads": torch.get_num_threads()}  # fmt: skip
                     runs.append_metrics(run, record)
                     tb.add_scalar("Train/loss", record["train_loss"], step)
                     tb.add_scalar("Train/accuracy", record["train_acc"], step)
@@ -453,6 +469,8 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
             skip = (step - epoch * spe) * cfg.batch_size  # batches already trained before a resume
             batches = train_src.batches(data.train_pos[order][skip:], seeds[skip:], cfg.batch_size)
             window.started = time.perf_counter()
+            if governor is not None:
+                governor.restart()
             train_one_epoch(model, batches, labels_t, loss_fn, optimizer, scheduler, scaler, device,
                                       channels_last, should_stop, after_step)  # fmt: skip
             if cancelled:

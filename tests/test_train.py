@@ -60,8 +60,8 @@ def small_specs(h: int, w: int, flip: bool = False) -> dict:
 
 
 def metric_curve(run: runs.RunFolder) -> list[dict]:
-    """metrics.jsonl without the wall-clock figure (images_per_s), for exact comparison."""
-    frame = runs.read_metrics(run).drop(columns=["images_per_s"])
+    """metrics.jsonl without the wall-clock figures (images_per_s, threads), for exact comparison."""
+    frame = runs.read_metrics(run).drop(columns=["images_per_s", "threads"], errors="ignore")
     return [{k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))} for row in frame.to_dict("records")]
 
 
@@ -245,7 +245,8 @@ def test_short_cpu_run_learns_the_mask_state(demo40, tmp_path):
     val = metrics.dropna(subset=["val_f1"])
     assert val["val_f1"].max() >= 0.6, val[["step", "val_acc", "val_f1"]]
     logged = metrics.dropna(subset=["train_loss"])
-    assert {"step", "epoch", "train_loss", "train_acc", "lr", "images_per_s"} <= set(logged.columns)
+    assert {"step", "epoch", "train_loss", "train_acc", "lr", "images_per_s", "threads"} <= set(logged.columns)
+    assert set(logged["threads"]) <= {1, os.cpu_count()}, "the measured choice is one thread or all cores"
     assert logged["step"].tolist() == list(range(5, 61, 5))
     assert all(len(v) == 3 for v in val["val_f1_per_class"])
     assert ctx.beats[-1]["step"] == 60 or any(b["step"] == 60 for b in ctx.beats)
@@ -270,11 +271,13 @@ def test_short_cpu_run_learns_the_mask_state(demo40, tmp_path):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(run.tensorboard))
 
 
-def test_resume_after_cancel_continues_the_same_curve(demo_root, tmp_path):
+def test_resume_after_cancel_continues_the_same_curve(demo_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_TRAIN_THREADS", "1")  # bit-exact needs one fixed thread count
     fields = dict(data=str(demo_root), task="mask", **small_specs(32, 24, flip=True), batch_size=16,
                   max_steps=12, log_every=2, warmup_steps=2)  # fmt: skip
     straight = make_run(tmp_path / "models", "straight", **fields)
     run_training(straight, Ctx())
+    assert set(runs.read_metrics(straight)["threads"].dropna()) == {1}
 
     stopped = make_run(tmp_path / "models", "stopped", **fields)
     with pytest.raises(JobCancelled):

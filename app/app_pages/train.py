@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from app import train_ui, widgets
@@ -18,6 +19,7 @@ from core.trainconfig import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TA
 
 REFRESH_S = 2.0  # live panel refresh while the selected run is queued or running
 TABLE_REFRESH_S = 5.0  # runs table refresh while any run is queued or running
+LIVE_SHARE_S = 1.0  # how long sessions share one read of a running job's metrics and charts
 TASK_LABELS = {
     "class": "all 18 classes",
     "mask": "mask (3)",
@@ -152,6 +154,21 @@ def pick_run(table) -> str | None:
     return run_id
 
 
+# Everyone watching a run shares one read of its metrics and one set of charts per second: with
+# several sessions refreshing every REFRESH_S, reading and charting per session was most of the
+# server's work (profiled with 8 sessions).
+@st.cache_data(ttl=LIVE_SHARE_S, max_entries=32, show_spinner=False)
+def live_metrics(run_root: str) -> pd.DataFrame:
+    return runs.read_metrics(runs.RunFolder(Path(run_root)))
+
+
+@st.cache_data(ttl=LIVE_SHARE_S, max_entries=64, show_spinner=False)
+def live_curves(run_root: str, smoothing: float) -> list[dict]:
+    """The run's CURVES charts as plotly dicts (cheap to copy out of the cache)."""
+    metrics = {Path(run_root).name: live_metrics(run_root)}
+    return [train_ui.curve_figure(metrics, *curve, smoothing).to_dict() for curve in train_ui.CURVES]
+
+
 def live_panel(run: runs.RunFolder) -> None:
     """Status, progress with ETA, curves, controls and log of one run (re-run by the fragment while active)."""
     status = jobs.reconcile(run)
@@ -188,14 +205,16 @@ def live_panel(run: runs.RunFolder) -> None:
         except WorkbenchError as err:
             st.error(str(err))
 
-    metrics = runs.read_metrics(run)
-    if train_ui.has_curves(metrics):
+    if train_ui.has_curves(live_metrics(str(run.root))):
         smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing")
         cols = st.columns(len(train_ui.CURVES))
-        for col, (title, train_col, val_col) in zip(cols, train_ui.CURVES, strict=True):
+        figures = live_curves(str(run.root), smoothing)
+        for col, figure, (title, _, _) in zip(cols, figures, train_ui.CURVES, strict=True):
             with col:
-                fig = train_ui.curve_figure({run.id: metrics}, title, train_col, val_col, smoothing)
-                st.plotly_chart(fig, key=f"curve_{title}")
+                if figure["data"]:
+                    st.plotly_chart(figure, key=f"curve_{title}")
+                else:  # plotly refuses a figure dict without traces
+                    st.caption(f"{title}: no values logged yet")
     else:
         st.caption("No metrics yet: curves appear after the first logged steps.")
     with st.expander("Log", expanded=state == "failed"):
