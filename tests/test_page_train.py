@@ -136,6 +136,19 @@ def test_curve_helpers():
     assert list(diff.index) == ["lr"]
 
 
+def test_long_curves_are_thinned_after_smoothing_and_keep_the_newest_step():
+    import pandas as pd
+
+    steps = range(1, 10_001)
+    metrics = pd.DataFrame({"step": list(steps), "train_loss": [1.0 if s % 2 else 0.0 for s in steps]})
+    fig = train_ui.curve_figure({"r": metrics}, "Loss", "train_loss", "val_loss", smoothing=0.9, max_points=500)
+    raw, smoothed = fig.data  # one run: the raw line faintly, then the smoothed one
+    assert 250 <= len(smoothed.x) <= 501 and smoothed.x[-1] == 10_000
+    # Smoothed over all 10,000 points, then thinned: ~0.5, not the 1.0 or 0.0 a thinned-first
+    # series would show (every kept step has the same parity).
+    assert abs(float(smoothed.y[-1]) - 0.5) < 0.1
+
+
 def test_jobs_list_is_empty_without_runs(env):
     assert jobs.list_runs().empty
     assert os.environ["WORKBENCH_MODELS_DIR"].endswith("models")

@@ -19,6 +19,7 @@ from core.trainconfig import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TA
 
 REFRESH_S = 2.0  # live panel refresh while the selected run is queued or running
 TABLE_REFRESH_S = 5.0  # runs table refresh while any run is queued or running
+CURVES_REFRESH_S = 5.0  # curves and log of the selected run while it is active
 LIVE_SHARE_S = 1.0  # how long sessions share one read of a running job's metrics and charts
 TASK_LABELS = {
     "class": "all 18 classes",
@@ -170,7 +171,7 @@ def live_curves(run_root: str, smoothing: float) -> list[dict]:
 
 
 def live_panel(run: runs.RunFolder) -> None:
-    """Status, progress with ETA, curves, controls and log of one run (re-run by the fragment while active)."""
+    """Status, progress with ETA and controls of one run (re-run by the fragment while active)."""
     status = jobs.reconcile(run)
     state = status.get("state", "queued")
     seen_key = f"train_seen_state_{run.id}"
@@ -205,6 +206,10 @@ def live_panel(run: runs.RunFolder) -> None:
         except WorkbenchError as err:
             st.error(str(err))
 
+
+def curves_panel(run: runs.RunFolder) -> None:
+    """The run's curves and log; refreshed less often than the progress line, since every refresh
+    re-draws three charts in every browser watching (the browsers' largest cost, measured)."""
     if train_ui.has_curves(live_metrics(str(run.root))):
         smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing")
         cols = st.columns(len(train_ui.CURVES))
@@ -217,7 +222,7 @@ def live_panel(run: runs.RunFolder) -> None:
                     st.caption(f"{title}: no values logged yet")
     else:
         st.caption("No metrics yet: curves appear after the first logged steps.")
-    with st.expander("Log", expanded=state == "failed"):
+    with st.expander("Log", expanded=runs.read_status(run).get("state") == "failed"):
         st.code(runs.tail(run.log, 6000) or "(empty)", language=None)
 
 
@@ -253,5 +258,7 @@ selected = pick_run(table)
 if selected:
     run_state = table.loc[table["id"] == selected, "state"].item()
     refresh = REFRESH_S if run_state in runs.ACTIVE_STATES else None
-    st.fragment(live_panel, run_every=refresh)(runs.RunFolder(models_dir / selected))
+    folder = runs.RunFolder(models_dir / selected)
+    st.fragment(live_panel, run_every=refresh)(folder)
+    st.fragment(curves_panel, run_every=CURVES_REFRESH_S if refresh else None)(folder)
 compare_section(table, models_dir)
