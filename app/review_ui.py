@@ -67,15 +67,6 @@ def label_issues(run: RunFolder) -> tuple[pd.DataFrame, bool]:
 # ---- figures ------------------------------------------------------------------------------------
 
 
-_MARKDOWN_SPECIALS = set("\\`*_{}[]()<>#+-.!|~$:")
-
-
-def markdown_literal(text: str) -> str:
-    """``text`` for a widget label (Streamlit renders labels as Markdown): every punctuation mark
-    Markdown could act on is backslash-escaped, so a class named like a link stays plain text."""
-    return "".join("\\" + ch if ch in _MARKDOWN_SPECIALS else ch for ch in str(text))
-
-
 def _labels(names: list[str]) -> list[str]:
     return [html.escape(str(n)) for n in names]
 

@@ -12,7 +12,7 @@ from core import settings
 from core.errors import WorkbenchError
 
 DATASET_KEY = "dataset_root"
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")  # ':' starts :red[...] and :icon: directives
 
 
 def plain(text: object) -> str:

@@ -146,9 +146,9 @@ def test_cell_from_a_plotly_selection_event():
 
 
 def test_markdown_in_names_is_escaped_for_labels():
-    from app import review_ui
+    from app import widgets
 
-    assert review_ui.markdown_literal("[x](javascript:alert(1)) **b** <30") == (
+    assert widgets.plain("[x](javascript:alert(1)) **b** <30") == (
         "\\[x\\]\\(javascript\\:alert\\(1\\)\\) \\*\\*b\\*\\* \\<30"
     )
 

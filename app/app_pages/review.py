@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import review_ui as ui
+from app import widgets
 from core import metrics, review, settings
 from core.errors import WorkbenchError
 
@@ -85,7 +86,7 @@ st.subheader("Misclassified images")
 cell = st.session_state.get(CELL_KEY)
 if cell is not None:
     t, p = cell
-    chip = f"✕ true {ui.markdown_literal(classes[t])} → predicted {ui.markdown_literal(classes[p])}"
+    chip = f"✕ true {widgets.plain(classes[t])} → predicted {widgets.plain(classes[p])}"
     if st.button(chip, key="review_clear_cell", help="Remove this filter"):
         st.session_state[CELL_KEY] = None
         st.rerun()
