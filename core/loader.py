@@ -165,7 +165,12 @@ def _chunks(n: int, batch_size: int) -> list[slice]:
 
 class PrefixThenRest:
     """A spec as its uint8 deterministic prefix then the remainder: what the cached path computes, so
-    both sources agree; a Normalize-only remainder takes the fused fast path (see fused_normalize)."""
+    both sources agree; a Normalize-only remainder takes the fused fast path (see fused_normalize).
+
+    ``apply_prefix`` skips a prefix that is one Resize to the size the image already has (a JPEG
+    draft-decoded straight to it): torchvision returns a same-size image unchanged, and the v2
+    dispatch it saves was ~0.3 ms of a ~2 ms image at 128x96 (measured in prediction).
+    """
 
     def __init__(self, spec: Sequence[dict]):
         from core import transforms
@@ -174,10 +179,28 @@ class PrefixThenRest:
         self.prefix = transforms.build_pipeline(prefix, dtype=torch.uint8)
         self.rest = transforms.build_pipeline(rest)
         self.fast = fused_normalize(rest)
+        self.rest_is_random = not all(transforms.is_deterministic(step) for step in rest)
+        self.resize_only_to = _resize_only_size(prefix)
+
+    def apply_prefix(self, img: Image.Image) -> torch.Tensor:
+        """The prefix's uint8 CHW output."""
+        if self.resize_only_to is not None and img.size[::-1] == self.resize_only_to:
+            return torch.from_numpy(np.array(img)).permute(2, 0, 1)  # what ToImage gives
+        return self.prefix(img)
 
     def __call__(self, img) -> torch.Tensor:
-        x = self.prefix(img)
+        x = self.apply_prefix(img)
         return self.fast(x[None])[0] if self.fast is not None else self.rest(x)
+
+
+def _resize_only_size(prefix: list[dict]) -> tuple[int, int] | None:
+    """(h, w) when the prefix is exactly one Resize to a fixed (h, w), else None."""
+    if len(prefix) != 1 or prefix[0]["op"] != "Resize":
+        return None
+    size = prefix[0].get("size")
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return (int(size[0]), int(size[1]))
+    return None
 
 
 class DecodeSource:
@@ -307,7 +330,6 @@ def open_or_build_cache(
         skipped = SkippedImages({int(k): v for k, v in meta.get("skipped", {}).items()})
         return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), skipped, False
 
-    from core import transforms
     from core.fsutil import atomic_write_json
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -316,8 +338,7 @@ def open_or_build_cache(
     os.close(fd)
     try:
         out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-        pipeline = transforms.build_pipeline(list(prefix), dtype=torch.uint8)
-        dataset = _DecodeDataset(paths, pipeline, draft_size(prefix), True)
+        dataset = _DecodeDataset(paths, PrefixThenRest(prefix).apply_prefix, draft_size(prefix), True)
         batches = [[(i, 0) for i in range(s.start, s.stop)] for s in _chunks(len(paths), 64)]
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate, generator=torch.Generator()

@@ -118,7 +118,7 @@ def test_input_shortcuts_give_the_plain_pipelines_numbers(tmp_path):
     spec = eval_spec((64, 48))  # Resize to exactly the 1/2-scale draft, then Normalize
     fast = infer.input_loader(spec)
     plain = transforms.build_pipeline(spec)(imageio.open_rgb(photo, min_size=(64, 48)))
-    assert fast._resize_only_to == (64, 48)
+    assert fast.steps.resize_only_to == (64, 48)
     torch.testing.assert_close(fast(photo), plain, rtol=0, atol=1e-5)
     other = eval_spec((60, 45))  # a real resize after the draft: the prefix runs
     torch.testing.assert_close(infer.input_loader(other)(photo),
