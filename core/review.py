@@ -372,7 +372,7 @@ def run_predictions(run: str | os.PathLike | RunFolder) -> tuple[pd.DataFrame, l
     """(predictions, class names, task) of a run folder. Raises RunError when it has none."""
     folder = run if isinstance(run, RunFolder) else open_run(run)
     config = read_config(folder)
-    frame = _checked(read_predictions_safely(folder.val_predictions), folder.val_predictions)
+    frame = read_checked_predictions(folder.val_predictions)
     return frame, class_names(config, len(probability_columns(frame))), str(config.get("task") or "class")
 
 
@@ -384,6 +384,11 @@ def read_predictions_safely(path: Path) -> pd.DataFrame:
         raise
     except (OSError, ValueError) as err:  # pyarrow's errors derive from these
         raise RunError(f"{path}: not a readable predictions file ({type(err).__name__}); run the training again") from err
+
+
+def read_checked_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file read and checked: a damaged or inconsistent one is a RunError naming it."""
+    return _checked(read_predictions_safely(path), path)
 
 
 def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -429,7 +434,7 @@ def out_of_fold_predictions(
             progress(fold, kfold, f"fold {fold + 1} of {kfold}")
         if not _fold_done(sub):
             _train_fold(sub, {**base, "n_folds": kfold, "fold": fold})
-        parts.append(_checked(read_predictions_safely(sub.val_predictions), sub.val_predictions).assign(fold=fold))
+        parts.append(read_checked_predictions(sub.val_predictions).assign(fold=fold))
     if progress:
         progress(kfold, kfold, "done")
     return pd.concat(parts, ignore_index=True)
@@ -450,7 +455,7 @@ def finished_fold_predictions(run: str | os.PathLike | RunFolder) -> pd.DataFram
     if not all(_fold_done(sub) for sub in subs):
         return None
     return pd.concat(
-        [_checked(read_predictions_safely(sub.val_predictions), sub.val_predictions).assign(fold=i) for i, sub in enumerate(subs)],
+        [read_checked_predictions(sub.val_predictions).assign(fold=i) for i, sub in enumerate(subs)],
         ignore_index=True,
     )
 
