@@ -1,6 +1,6 @@
 """Pieces of the Augmentations page: image picker, step editor built from the op registry, previews.
 
-All image work happens in ``core.transforms`` (preview_samples, model_input_view); this module only
+All image work happens in ``core.specs.transforms`` (preview_samples, model_input_view); this module only
 keeps the page's state in ``st.session_state`` and draws widgets. Pipelines are stored as lists of
 ``{"uid": int, "step": dict}``: the uid keys the step's widgets, so reordering keeps each widget's
 state and loading a new spec (new uids) starts fresh widgets.
@@ -20,8 +20,9 @@ import streamlit as st
 
 from app import widgets
 from app.widgets import plain
-from core import settings, transforms
+from core import settings
 from core.errors import WorkbenchError
+from core.specs import transforms
 
 PIPES = ("A", "B")
 WHICH = ("train", "eval")
@@ -74,12 +75,12 @@ def current_spec(pipe: str, which: str) -> list[dict]:
 
 
 def _save_upload(name: str, data: bytes) -> str:
-    """Keep an uploaded image under the cache dir (content-addressed) so core.imageio can open it."""
-    from core import imageio
+    """Keep an uploaded image under the cache dir (content-addressed) so core.data.images can open it."""
+    from core.data import images
     from core.fsutil import atomic_write_bytes
 
     suffix = Path(name).suffix.lower()
-    if suffix not in imageio.IMAGE_EXTENSIONS:
+    if suffix not in images.IMAGE_EXTENSIONS:
         suffix = ".img"
     digest = hashlib.sha256(data).hexdigest()[:24]
     path = settings.load().cache_dir / "uploads" / f"{digest}{suffix}"
@@ -93,9 +94,9 @@ def source_array(source: str) -> np.ndarray:
     """The picked image as uint8 HxWx3 (decoded once per source). Raises WorkbenchError."""
     if source.startswith(PATTERN):
         return np.asarray(transforms.test_pattern())
-    from core import imageio
+    from core.data import images
 
-    return np.asarray(imageio.open_rgb(source.split("\x00")[0]))
+    return np.asarray(images.open_rgb(source.split("\x00")[0]))
 
 
 def _file_source(path: str) -> str:
@@ -155,9 +156,9 @@ def image_picker() -> tuple[str, str] | None:
     if source == "Dataset":
         return _dataset_picker()
     if source == "Upload":
-        from core import imageio
+        from core.data import images
 
-        types = sorted(ext.lstrip(".") for ext in imageio.IMAGE_EXTENSIONS)
+        types = sorted(ext.lstrip(".") for ext in images.IMAGE_EXTENSIONS)
         upload = st.file_uploader("An image file", type=types, key="aug_upload_image", max_upload_size=50)
         if upload is None:
             st.info("Upload a photo to preview the pipelines on it.")

@@ -14,7 +14,8 @@ import plotly.express as px
 import streamlit as st
 
 from app import widgets
-from core import datasets, imageio, settings
+from core import settings
+from core.data import datasets, thumbnails
 from core.errors import WorkbenchError
 
 GALLERY_PAGE = 24
@@ -120,7 +121,7 @@ def gallery(index: datasets.DatasetIndex) -> None:
     rows = index.frame[index.frame["label"] == label]
     start, stop = widgets.pager(len(rows), GALLERY_PAGE, key=f"gallery_page_{label}")
     page = rows.iloc[start:stop]
-    thumbs = [imageio.thumbnail_or_placeholder(p, THUMB_SIDE) for p in page["path"]]
+    thumbs = [thumbnails.thumbnail_or_placeholder(p, THUMB_SIDE) for p in page["path"]]
     widgets.image_grid(thumbs, [caption(row) for row in page.itertuples(index=False)], columns=6)
     st.caption(f"Images {start + 1}–{stop} of {len(rows)}")
 
@@ -168,7 +169,7 @@ def verify_panel(index: datasets.DatasetIndex) -> None:
 def upload_panel() -> None:
     with st.expander("Upload a dataset (.zip)"):
         try:
-            from core import archive
+            from core.data import archive
         except ImportError:
             st.info("Uploading is not available in this version.")
             return

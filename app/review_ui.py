@@ -14,8 +14,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import imageio, metrics, review
-from core.runs import RunFolder
+from core.data import thumbnails
+from core.evaluation import metrics, review
+from core.runs.folder import RunFolder
+from core.training import kfold
 
 THUMB_SIDE = 160  # gallery cards: a few KB of JPEG each
 LARGE_SIDE = 384  # the selected photo
@@ -48,7 +50,7 @@ def load_run(run: RunFolder) -> tuple[pd.DataFrame, list[str], str]:
 @st.cache_data(max_entries=4, show_spinner="Ranking suspected label errors…")
 def _issues(run_root: str, stamp: tuple) -> tuple[pd.DataFrame, bool]:
     frame, classes, task = review.run_predictions(run_root)
-    folds = review.finished_fold_predictions(run_root)
+    folds = kfold.finished_fold_predictions(run_root)
     source = folds if folds is not None else frame
     issues = review.suspected_label_errors(source, classes, task)
     # The cards need each image's prediction and probabilities beside the suggestion.
@@ -143,7 +145,7 @@ def selected_cell(event, k: int) -> tuple[int, int] | None:
 
 
 def thumbnail(path: str, side: int = THUMB_SIDE) -> bytes:
-    return imageio.thumbnail_or_placeholder(path, side)
+    return thumbnails.thumbnail_or_placeholder(path, side)
 
 
 def card_lines(row: pd.Series, classes: list[str], probs: np.ndarray) -> str:

@@ -14,9 +14,11 @@ import plotly.express as px
 import streamlit as st
 
 from app import widgets
-from core import jobs, runs, settings, submission
+from core import runs, settings
 from core.errors import WorkbenchError
+from core.evaluation import predjobs, submission
 from core.fsutil import is_inside
+from core.runs import jobs
 
 JOB_KEY = "submit_job"  # the submission shown; mirrored in the URL as ?sub=<id>
 REFRESH_S = 1.0
@@ -49,7 +51,7 @@ def inside_data_roots(path: str) -> bool:
 
 def prediction_form() -> None:
     st.subheader("Predict")
-    available = submission.predictable_runs(settings.load().models_dir)
+    available = predjobs.predictable_runs(settings.load().models_dir)
     if not available:
         st.info("No runs with a checkpoint yet: train one on the Training page, or import a checkpoint below.")
         return
@@ -76,7 +78,7 @@ def prediction_form() -> None:
         st.error(f"These runs predict different tasks ({', '.join(map(str, sorted(tasks)))}); an ensemble needs one task.")
         return
     try:
-        folder = submission.create_prediction_job([by_id[r]["path"] for r in chosen], data, tta)
+        folder = predjobs.create_prediction_job([by_id[r]["path"] for r in chosen], data, tta)
         jobs.launch(folder, jobs.job_argv(folder))
     except WorkbenchError as err:
         st.error(str(err))
@@ -129,12 +131,12 @@ def show_job(folder: Path) -> None:
         return
     if state != "completed":
         st.error(status.get("error") or f"The prediction ended {state}.")
-        problems = submission.job_image_problems(folder)
+        problems = predjobs.job_image_problems(folder)
         if problems:
             st.dataframe(pd.DataFrame({"missing or unreadable image": problems}), hide_index=True)
         return
-    summary = submission.job_summary(folder)
-    csv_path = folder / submission.SUBMISSION_FILE
+    summary = predjobs.job_summary(folder)
+    csv_path = folder / predjobs.SUBMISSION_FILE
     if not summary or not csv_path.is_file():
         st.warning("The job completed but its submission.csv or summary is missing.")
         return
@@ -200,23 +202,23 @@ def distribution_chart(summary: dict) -> None:
 
 
 def sample_grid(folder: Path, summary: dict) -> None:
-    from core import imageio
+    from core.data import thumbnails
 
-    probs_path = submission.output_paths(folder / submission.SUBMISSION_FILE)["probabilities"]
+    probs_path = predjobs.output_paths(folder / predjobs.SUBMISSION_FILE)["probabilities"]
     try:
         frame = pd.read_parquet(probs_path, columns=["id", "path", "pred"])
     except (OSError, ValueError):
         return
     sample = frame.sample(min(SAMPLE_COUNT, len(frame)), random_state=0) if len(frame) else frame
-    images, captions = [], []
+    tiles, captions = [], []
     for path, pred in zip(sample["path"], sample["pred"], strict=True):
         try:
-            images.append(imageio.thumbnail_jpeg(path))
+            tiles.append(thumbnails.thumbnail_jpeg(path))
         except WorkbenchError:
-            images.append(imageio.placeholder_jpeg())
+            tiles.append(thumbnails.placeholder_jpeg())
         captions.append(str(summary["classes"][int(pred)]))
     st.markdown("**Sample eval images with their predicted class**")
-    widgets.image_grid(images, captions, columns=6)
+    widgets.image_grid(tiles, captions, columns=6)
 
 
 # ---- history --------------------------------------------------------------------------------------------
@@ -232,8 +234,8 @@ def history_table(history: pd.DataFrame) -> None:
 
 
 def import_form() -> None:
-    from core import infer
-    from core.models import MODEL_NAMES
+    from core.evaluation import checkpoints
+    from core.training.models import MODEL_NAMES
 
     st.subheader("Import a checkpoint")
     st.caption("A state_dict trained elsewhere (.pt/.pth loaded with weights_only=True, or .safetensors) "
@@ -258,7 +260,7 @@ def import_form() -> None:
         with tempfile.TemporaryDirectory(dir=_scratch_dir()) as tmp:
             file = Path(tmp) / f"upload{suffix}"  # the user's file name is never used as a path
             file.write_bytes(upload.getvalue())
-            folder = infer.import_checkpoint(file, model, task, settings.load().models_dir / run_id,
+            folder = checkpoints.import_checkpoint(file, model, task, settings.load().models_dir / run_id,
                                              img_size=(int(height), int(width)))  # fmt: skip
     except WorkbenchError as err:
         st.error(str(err))

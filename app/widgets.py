@@ -47,7 +47,7 @@ def _fingerprint(root: str) -> tuple:
 
 @st.cache_data(max_entries=4, show_spinner="Scanning the dataset…")
 def _scan_cached(root: str, fingerprint: int):
-    from core import datasets
+    from core.data import datasets
 
     return datasets.scan(root)
 

@@ -23,15 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core import imageio, transforms  # noqa: E402
+from core.data import images  # noqa: E402
+from core.specs import transforms
 
 
 def demo_photo(folder: Path) -> Path:
     """One photo of the embedded demo data (a 384×512 JPEG/PNG, like the competition's)."""
-    from core import demo
+    from core.data import demo
 
     demo.generate(folder / "demo", people=1, eval_people=0, seed=0)
-    photos = sorted(p for p in (folder / "demo").rglob("*") if p.is_file() and imageio.is_image_name(p.name))
+    photos = sorted(p for p in (folder / "demo").rglob("*") if p.is_file() and images.is_image_name(p.name))
     return next((p for p in photos if p.suffix.lower() in (".jpg", ".jpeg")), photos[0])
 
 
@@ -45,7 +46,7 @@ def naive_redraw(path: Path, specs: list[list[dict]], n: int, seed: int) -> list
         torch.manual_seed(seed)
         for _ in range(n):
             pipeline = transforms.build_pipeline(spec)
-            out.append(transforms.denormalize(pipeline(imageio.open_rgb(path)), spec))
+            out.append(transforms.denormalize(pipeline(images.open_rgb(path)), spec))
     return out
 
 
@@ -68,7 +69,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = demo_photo(Path(tmp))
-        image = np.asarray(imageio.open_rgb(path))
+        image = np.asarray(images.open_rgb(path))
         print(f"photo {path.name}: {image.shape[1]}×{image.shape[0]}, torch threads {torch.get_num_threads()}")
         for pair in args.pairs:
             names = pair.split(",")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import demo  # noqa: E402
+from core.data import demo  # noqa: E402
 
 
 def digest(root: Path) -> str:

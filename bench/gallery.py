@@ -4,13 +4,13 @@
 
 - naive: open each full photo, decode it whole, resize to 160 px and encode a JPEG, every time
   (what showing full photos scaled down costs on each rerun);
-- cold: core.imageio.thumbnail_jpeg with empty memory and disk caches (draft decode + encode +
-  disk write), one after another; "cold threads": core.review.thumbnails, as the Review page makes
+- cold: core.data.thumbnails.thumbnail_jpeg with empty memory and disk caches (draft decode + encode +
+  disk write), one after another; "cold threads": core.evaluation.review.thumbnails, as the Review page makes
   a page (a few threads: Pillow decodes without holding the GIL);
 - warm (disk): memory cache cleared, thumbnails read back from the disk cache (a new app process);
 - warm (memory): the in-memory LRU hit of a rerun or a page visited again.
 
-Photos: 24 demo-size 384x512 JPEGs from data/demo when present, else generated with core.demo.
+Photos: 24 demo-size 384x512 JPEGs from data/demo when present, else generated with core.data.demo.
 Goals (issue 5): warm page <= 50 ms, cold page >= 3x faster than naive.
 """
 
@@ -34,18 +34,18 @@ SIDE = 160
 
 
 def find_photos(given: str | None, scratch: Path) -> list[str]:
-    from core import imageio
+    from core.data import images
 
     roots = [Path(given)] if given else [Path("data/demo/train/images")]
     for root in roots:
         if root.is_dir():
-            found = sorted(str(p) for p in root.rglob("*") if imageio.is_image_name(p.name) and p.suffix.lower() != ".png")
+            found = sorted(str(p) for p in root.rglob("*") if images.is_image_name(p.name) and p.suffix.lower() != ".png")
             if len(found) >= PAGE:
                 return found[:PAGE]
-    from core import demo
+    from core.data import demo
 
     out = demo.generate(scratch / "demo", people=4, eval_people=1, seed=0, workers=1)
-    return sorted(str(p) for p in (out / "train" / "images").rglob("*") if imageio.is_image_name(p.name))[:PAGE]
+    return sorted(str(p) for p in (out / "train" / "images").rglob("*") if images.is_image_name(p.name))[:PAGE]
 
 
 def naive_page(paths: list[str]) -> int:
@@ -77,15 +77,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-gallery-") as tmp:
         scratch = Path(tmp)
         paths = find_photos(args.photos, scratch)
-        from core import imageio
+        from core.data import thumbnails
 
         sizes = {Image.open(p).size for p in paths}
         print(f"{len(paths)} photos, sizes {sorted(sizes)}, thumbnails at {SIDE} px, median of {args.repeats} runs")
 
-        from core import review
+        from core.evaluation import review
 
         def page() -> list[bytes]:
-            return [imageio.thumbnail_jpeg(p, SIDE) for p in paths]
+            return [thumbnails.thumbnail_jpeg(p, SIDE) for p in paths]
 
         def threaded_page() -> list[bytes]:  # what the Review page does
             return review.thumbnails(paths, SIDE)
@@ -95,12 +95,12 @@ def main() -> None:
         for i in range(args.repeats):
             naive.append(timed(naive_page, paths))
             os.environ["WORKBENCH_CACHE_DIR"] = str(scratch / f"cache-t{i}")  # empty disk cache
-            imageio.clear_thumbnail_memory()
+            thumbnails.clear_thumbnail_memory()
             cold_threads.append(timed(threaded_page))
             os.environ["WORKBENCH_CACHE_DIR"] = str(scratch / f"cache-{i}")
-            imageio.clear_thumbnail_memory()
+            thumbnails.clear_thumbnail_memory()
             cold.append(timed(page))
-            imageio.clear_thumbnail_memory()
+            thumbnails.clear_thumbnail_memory()
             disk.append(timed(page))
             memory.append(timed(page))
         thumb_kb = sum(len(b) for b in page()) / len(paths) / 1024

@@ -1,7 +1,7 @@
-"""Inference throughput: core.infer.predict against the baseline notebook's way, same run, same images.
+"""Inference throughput: core.evaluation.infer.predict against the baseline notebook's way, same run, same images.
 
 Baseline (the competition notebook): for each image, PIL open + full decode, the eval transforms,
-``model(x.unsqueeze(0))`` — batch 1. Ours: ``core.infer.predict`` (threaded draft decode, batches,
+``model(x.unsqueeze(0))`` — batch 1. Ours: ``core.evaluation.infer.predict`` (threaded draft decode, batches,
 channels_last, inference_mode). Both use the same run (its eval spec and weights), so the ratio is
 the loading and batching, not the model.
 
@@ -33,7 +33,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core import infer, models, runs, settings, transforms  # noqa: E402
+from core import runs, settings  # noqa: E402
+from core.evaluation import checkpoints, infer  # noqa: E402
+from core.specs import transforms  # noqa: E402
+from core.training import models  # noqa: E402
 
 FULL_SET = REPO_ROOT / "data" / "bench-full" / "eval"
 GENERATED = REPO_ROOT / ".cache" / "bench-infer-demo"
@@ -45,7 +48,7 @@ def eval_folder(args: argparse.Namespace) -> Path:
     if FULL_SET.joinpath("info.csv").is_file():
         return FULL_SET
     if not GENERATED.joinpath("eval", "info.csv").is_file():
-        from core import demo
+        from core.data import demo
 
         print(f"{FULL_SET} not found: generating a {args.eval_people * 7}-photo demo eval set in {GENERATED}", flush=True)
         demo.generate(GENERATED, people=2, eval_people=args.eval_people, seed=0)
@@ -55,7 +58,7 @@ def eval_folder(args: argparse.Namespace) -> Path:
 def make_run(parent: Path, model: str, img_size: tuple[int, int]) -> Path:
     """A run folder as training writes it (random weights: throughput does not depend on them)."""
     torch.manual_seed(0)
-    classes = infer.task_classes("class")
+    classes = checkpoints.task_classes("class")
     net = models.build_model(model, len(classes), pretrained=False)
     train_spec, eval_spec = transforms.preset("baseline", img_size=img_size)
     folder = runs.create_run_folder(parent, run_id=f"bench-{model}")
@@ -83,7 +86,7 @@ def baseline(run: infer.RunModel, paths: list[str]) -> tuple[float, np.ndarray]:
 
 
 def loading_only(run: infer.RunModel, paths: list[str]) -> tuple[float, float]:
-    """Seconds to turn ``paths`` into model input: the notebook's way, and core.infer's (no model)."""
+    """Seconds to turn ``paths`` into model input: the notebook's way, and core.evaluation.infer's (no model)."""
     pipeline = transforms.build_pipeline(run.eval_spec)
     start = time.perf_counter()
     for path in paths:
@@ -125,7 +128,7 @@ def main() -> None:
         cpu = time.process_time()
         result = infer.predict([run], items, batch_size=args.batch_size)
         ours, ours_cpu = len(paths) / result.seconds, (time.process_time() - cpu) / len(paths)
-        print(f"core.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s, "
+        print(f"core.evaluation.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s, "
               f"{1000 * ours_cpu:.1f} CPU ms/image", flush=True)  # fmt: skip
 
         n = min(len(paths), args.baseline_limit) if args.baseline_limit else len(paths)
@@ -145,7 +148,7 @@ def main() -> None:
         print(f"RATIO against the faster baseline: {ours / fastest:.1f}x (goal >= 5x)")
         naive, fast = loading_only(run, paths[:n])
         print(f"loading only (decode + eval transforms, no model), {n} images: notebook {n / naive:.0f} images/s, "
-              f"core.infer {n / fast:.0f} images/s = {naive / fast:.1f}x")
+              f"core.evaluation.infer {n / fast:.0f} images/s = {naive / fast:.1f}x")
 
 if __name__ == "__main__":
     main()

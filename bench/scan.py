@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from PIL import Image  # noqa: E402
 
-from core import datasets, imageio  # noqa: E402
+from core.data import datasets, images, thumbnails  # noqa: E402
 
 
 def ensure_dataset(root: Path) -> None:
@@ -47,7 +47,7 @@ def naive_scan(images_dir: Path, limit: int | None) -> tuple[int, float]:
         os.path.join(folder, name)
         for folder, _dirs, files in os.walk(images_dir)
         for name in files
-        if imageio.is_image_name(name)
+        if images.is_image_name(name)
     ]
     paths.sort()
     if limit:
@@ -94,18 +94,18 @@ def bench_thumbnails(pages: list[list[str]], warmup: str) -> dict[str, float]:
 
     def ours(paths):
         for path in paths:
-            imageio.thumbnail_jpeg(path)
+            thumbnails.thumbnail_jpeg(path)
 
     times: dict[str, list[float]] = {"naive": [], "pil": [], "cold": [], "warm": [], "disk": []}
     with tempfile.TemporaryDirectory() as cache:
         os.environ["WORKBENCH_CACHE_DIR"] = cache
-        imageio.thumbnail_jpeg(warmup)  # creates the cache database once, as any first visit does
+        thumbnails.thumbnail_jpeg(warmup)  # creates the cache database once, as any first visit does
         for paths in pages:
             for name, fn in (("naive", naive_page), ("pil", pillow_thumbnail_page), ("cold", ours), ("warm", ours)):
                 start = time.perf_counter()
                 fn(paths)
                 times[name].append(time.perf_counter() - start)
-            imageio.clear_thumbnail_memory()
+            thumbnails.clear_thumbnail_memory()
             start = time.perf_counter()
             ours(paths)
             times["disk"].append(time.perf_counter() - start)

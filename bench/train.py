@@ -6,8 +6,8 @@ Uses data/bench-full (the full-size demo) when present, else generates a demo of
 under .cache/bench-train/. Measures, on the same images at 128x96:
 
 - input pipeline, images/s: naive (PIL full decode + torchvision Resize/ToTensor/Normalize, as the
-  baseline's Dataset does), draft decode (core.loader.DecodeSource), the uint8 memmap cache
-  (core.loader.CachedSource, built beforehand; its build time is printed too), with and without a
+  baseline's Dataset does), draft decode (core.training.loader.DecodeSource), the uint8 memmap cache
+  (core.training.loader.CachedSource, built beforehand; its build time is printed too), with and without a
   per-sample random flip;
 - one training epoch (wall time) of small_cnn and of resnet18 (on a subsample): the naive loop
   (naive loader in a DataLoader, contiguous tensors) against ours (cache + channels_last where it helps).
@@ -30,8 +30,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core import datasets, demo, models, transforms  # noqa: E402
-from core.loader import CachedSource, DecodeSource, one_thread, open_or_build_cache  # noqa: E402
+from core.data import (
+    datasets,  # noqa: E402
+    demo,
+)
+from core.specs import transforms
+from core.training import models
+from core.training.loader import CachedSource, DecodeSource, one_thread, open_or_build_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (128, 96)
@@ -182,7 +187,7 @@ def main() -> int:
             cached += time_source(source, chunk)
             flipped += time_source(flip_source, chunk, chunk)
         print(f"  naive (PIL full decode + torchvision) {rate(n, naive)}")
-        print(f"  draft decode (core.loader)           {rate(n, draft)}   {naive / draft:5.2f}x naive")
+        print(f"  draft decode (core.training.loader)           {rate(n, draft)}   {naive / draft:5.2f}x naive")
         print(f"  cache build (draft decode + write)   {rate(n, build)}")
         print(f"  cached (memmap, batch transform)     {rate(n, cached)}   {naive / cached:5.1f}x naive")
         print(f"  cached + per-sample random flip      {rate(n, flipped)}   {naive / flipped:5.1f}x naive")

@@ -49,3 +49,10 @@ class ArchiveError(WorkbenchError):
 
 class UnsafePathError(WorkbenchError):
     """A path that would leave the folder it must stay inside."""
+
+
+class JobCancelled(Exception):  # noqa: N818 - a signal, not an error a user causes
+    """Raised by a job's work when it stops because a cancel was asked for (after saving a checkpoint).
+
+    It lives here, beside the errors, so the training loop and the job runner both use it without
+    importing each other."""

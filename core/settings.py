@@ -50,8 +50,8 @@ class Settings:
     specs_dir: Path  # saved train/eval transform spec pairs: specs/<name>.json
     cache_dir: Path  # thumbnails and decoded-image caches (safe to delete)
     max_jobs: int = 1  # background jobs running at once; more wait as queued
-    train_threads: int = 0  # torch CPU threads for training: 0 = measured as the job runs (core.cputhreads)
-    upload_max_members: int = 100_000  # zip upload limits, see core.archive
+    train_threads: int = 0  # torch CPU threads for training: 0 = measured as the job runs (core.training.cputhreads)
+    upload_max_members: int = 100_000  # zip upload limits, see core.data.archive
     upload_max_bytes: int = 4 << 30
     upload_max_ratio: int = 200
     extra: dict = field(default_factory=dict)

@@ -44,7 +44,8 @@ def wait_until(predicate, timeout: float = 180.0, what: str = "condition", inter
 
 def wait_state(run, *states: str, timeout: float = 180.0) -> dict:
     """Poll a run folder (reconciled, as the app lists it) until its state is one of ``states``."""
-    from core import jobs, runs
+    from core import runs
+    from core.runs import jobs
 
     return wait_until(
         lambda: (s := jobs.reconcile(run)).get("state") in states and s,
@@ -56,7 +57,7 @@ def wait_state(run, *states: str, timeout: float = 180.0) -> dict:
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small demo dataset in the competition layout (14 train people, 4 eval people), made once."""
-    from core import demo
+    from core.data import demo
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     demo.generate(out, people=14, eval_people=4, seed=0)

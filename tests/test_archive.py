@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core import archive
-from core.archive import ArchiveLimits, extract_dataset_zip
+from core.data import archive
+from core.data.archive import ArchiveLimits, extract_dataset_zip
 from core.errors import ArchiveError
 
 LIMITS = ArchiveLimits(max_members=50, max_bytes=20 << 20, max_ratio=50)

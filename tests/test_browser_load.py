@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from core import demo, jobs, runs, transforms
+from core import runs
+from core.data import demo
+from core.runs import jobs
+from core.specs import transforms
 from tests.conftest import ARTIFACTS, browse_to, wait_for_app, wait_state, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from core import demo
-from core.submission import validate_submission
+from core.data import demo
+from core.evaluation.submission import validate_submission
 from tests.conftest import browse_to, wait_for_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

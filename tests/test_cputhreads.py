@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.cputhreads import ThreadGovernor
+from core.training.cputhreads import ThreadGovernor
 
 
 class FakeMachine:

@@ -1,4 +1,4 @@
-"""core.datasets.scan: the three formats and every real-world oddity, each reported and left out."""
+"""core.data.datasets.scan: the three formats and every real-world oddity, each reported and left out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import datasets
+from core.data import datasets
 from core.errors import DatasetError
 from tests.imagefactory import corrupt_png_data, jpeg_bytes, png_bytes, raw_png, write
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core import demo
 from core.__main__ import main as cli_main
+from core.data import demo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {"mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"}

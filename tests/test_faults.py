@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs, runs, transforms
+from core import runs
 from core.errors import RunError
+from core.runs import jobs
+from core.specs import transforms
 from tests.conftest import browse_to, wait_state, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +64,7 @@ def temp_files(run: runs.RunFolder) -> list[str]:
 def test_disk_full_during_checkpoint_save_keeps_the_previous_one(env, demo_root, monkeypatch):
     import torch
 
-    from core.train import run_training
+    from core.training.loop import run_training
 
     run = runs.create_run_folder(env / "models", "diskfull")
     runs.write_config(run, {**tiny_config(demo_root), "kind": "train"})

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import infer, runs
+from core import runs
 from core.errors import CheckpointError, ConfigError
+from core.evaluation import checkpoints, infer
 from tests.test_infer import make_eval
 
 
 def state_dict(model: str = "small_cnn", classes: int = 18) -> dict[str, torch.Tensor]:
-    from core import models
+    from core.training import models
 
     torch.manual_seed(0)
     return models.build_model(model, classes, pretrained=False).state_dict()
@@ -46,7 +47,7 @@ def test_accepted_forms_become_a_predictable_run(settings_env, tmp_path, form):
         torch.save(payload, file)
 
     run_dir = tmp_path / "models" / "imported"
-    folder = infer.import_checkpoint(file, "small_cnn", "class", run_dir, img_size=(32, 24))
+    folder = checkpoints.import_checkpoint(file, "small_cnn", "class", run_dir, img_size=(32, 24))
     config = runs.read_config(folder)
     assert config["kind"] == "imported" and config["model"] == "small_cnn" and config["task"] == "class"
     assert len(config["classes"]) == 18 and config["img_size"] == [32, 24] and config["source"] == file.name
@@ -62,7 +63,7 @@ def test_wrong_architecture_refused_and_no_run_left(settings_env, tmp_path):
     torch.save(state_dict("small_cnn"), file)
     run_dir = tmp_path / "models" / "x"
     with pytest.raises(CheckpointError, match="(?i)architecture"):
-        infer.import_checkpoint(file, "mobilenet_v3_small", "class", run_dir)
+        checkpoints.import_checkpoint(file, "mobilenet_v3_small", "class", run_dir)
     assert not run_dir.exists()
 
 
@@ -71,10 +72,10 @@ def test_wrong_class_count_refused_and_no_run_left(settings_env, tmp_path):
     torch.save(state_dict(classes=3), file)
     run_dir = tmp_path / "models" / "x"
     with pytest.raises(CheckpointError, match="(?i)class"):
-        infer.import_checkpoint(file, "small_cnn", "class", run_dir)
+        checkpoints.import_checkpoint(file, "small_cnn", "class", run_dir)
     assert not run_dir.exists()
     # the same weights are right for the 3-class mask task
-    infer.import_checkpoint(file, "small_cnn", "mask", run_dir)
+    checkpoints.import_checkpoint(file, "small_cnn", "mask", run_dir)
     assert runs.read_config(runs.RunFolder(run_dir))["classes"] == ["Wear", "Incorrect", "Not wear"]
 
 
@@ -94,14 +95,14 @@ def test_malicious_pickle_refused_without_running(settings_env, tmp_path, suffix
     file = tmp_path / f"evil{suffix}"
     torch.save({"model": state_dict(), "extra": _Exploit(marker)}, file)
     with pytest.raises(CheckpointError, match="refused"):
-        infer.import_checkpoint(file, "small_cnn", "class", tmp_path / "models" / "evil")
+        checkpoints.import_checkpoint(file, "small_cnn", "class", tmp_path / "models" / "evil")
     assert not marker.exists()
     assert not (tmp_path / "models" / "evil").exists()
 
     raw = tmp_path / "evil.raw.pt"
     raw.write_bytes(pickle.dumps(_Exploit(marker)))  # a bare pickle, not even a torch zip
     with pytest.raises(CheckpointError):
-        infer.import_checkpoint(raw, "small_cnn", "class", tmp_path / "models" / "evil")
+        checkpoints.import_checkpoint(raw, "small_cnn", "class", tmp_path / "models" / "evil")
     assert not marker.exists()
 
     # the file is armed: an unsafe load does run the payload, so the refusal above is what protected us
@@ -125,21 +126,21 @@ def test_bad_inputs_named(settings_env, tmp_path):
     file = tmp_path / "w.pt"
     torch.save(state_dict(), file)
     with pytest.raises(ConfigError, match="unknown architecture"):
-        infer.import_checkpoint(file, "alexnet9000", "class", tmp_path / "models" / "a")
+        checkpoints.import_checkpoint(file, "alexnet9000", "class", tmp_path / "models" / "a")
     with pytest.raises(ConfigError, match="unknown task"):
-        infer.import_checkpoint(file, "small_cnn", "colour", tmp_path / "models" / "a")
+        checkpoints.import_checkpoint(file, "small_cnn", "colour", tmp_path / "models" / "a")
     with pytest.raises(CheckpointError, match="unsupported file type"):
-        infer.import_checkpoint(tmp_path / "w.ckpt", "small_cnn", "class", tmp_path / "models" / "a")
+        checkpoints.import_checkpoint(tmp_path / "w.ckpt", "small_cnn", "class", tmp_path / "models" / "a")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="safetensors"):
-        infer.import_checkpoint(junk, "small_cnn", "class", tmp_path / "models" / "a")
+        checkpoints.import_checkpoint(junk, "small_cnn", "class", tmp_path / "models" / "a")
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "nostate.pt")
     with pytest.raises(CheckpointError, match="no state_dict"):
-        infer.import_checkpoint(tmp_path / "nostate.pt", "small_cnn", "class", tmp_path / "models" / "a")
-    infer.import_checkpoint(file, "small_cnn", "class", tmp_path / "models" / "a")
+        checkpoints.import_checkpoint(tmp_path / "nostate.pt", "small_cnn", "class", tmp_path / "models" / "a")
+    checkpoints.import_checkpoint(file, "small_cnn", "class", tmp_path / "models" / "a")
     with pytest.raises(Exception, match="already exists"):
-        infer.import_checkpoint(file, "small_cnn", "class", tmp_path / "models" / "a")
+        checkpoints.import_checkpoint(file, "small_cnn", "class", tmp_path / "models" / "a")
     assert not any(p.name != "a" for p in (tmp_path / "models").iterdir())
 
 

@@ -11,24 +11,25 @@ import pytest
 import torch
 from PIL import Image
 
-from core import infer, runs, submission
+from core import runs
 from core.errors import CheckpointError, ConfigError, SubmissionError
+from core.evaluation import checkpoints, infer, predjobs, submission
 
 IMG_SIZE = (32, 24)
 
 
 def eval_spec(img_size=IMG_SIZE) -> list[dict]:
-    from core import transforms
+    from core.specs import transforms
 
     return transforms.preset("baseline", img_size=img_size)[1]
 
 
 def make_run(parent: Path, name: str, task: str = "class", model: str = "small_cnn", spec: list[dict] | None = None,
              seed: int = 0, classes: list[str] | None = None) -> Path:  # fmt: skip
-    """A completed run folder with a random-weight model, in the format core.train writes."""
-    from core import models
+    """A completed run folder with a random-weight model, in the format core.training.loop writes."""
+    from core.training import models
 
-    classes = classes or infer.task_classes(task)
+    classes = classes or checkpoints.task_classes(task)
     torch.manual_seed(seed)
     net = models.build_model(model, len(classes), pretrained=False)
     spec = spec if spec is not None else eval_spec()
@@ -79,9 +80,9 @@ def test_demo_eval_submission_matches_info_and_validates(demo_root, models_dir, 
     assert submission.validate_submission(out, demo_root / "eval" / "info.csv") == []
     assert summary["validator"] == {"valid": True, "problems": []}
     assert sum(summary["counts"]) == len(info) and summary["tta"] is False and summary["runs"][0]["run"] == "r1"
-    probs = pd.read_parquet(infer.output_paths(out)["probabilities"])
+    probs = pd.read_parquet(predjobs.output_paths(out)["probabilities"])
     assert np.allclose(probs[[f"p{k}" for k in range(18)]].sum(axis=1), 1, atol=1e-4)
-    assert json.loads(infer.output_paths(out)["summary"].read_text())["images"] == len(info)
+    assert json.loads(predjobs.output_paths(out)["summary"].read_text())["images"] == len(info)
     assert seen[-1] == (len(info), len(info))
 
 
@@ -110,19 +111,20 @@ def test_draft_size_only_when_spec_starts_with_resize():
 
 def test_input_shortcuts_give_the_plain_pipelines_numbers(tmp_path):
     """A Resize to the draft-decoded size is skipped and Normalize runs fused: same tensor either way."""
-    from core import imageio, transforms
+    from core.data import images
+    from core.specs import transforms
 
     rng = np.random.default_rng(3)
     photo = tmp_path / "p.jpg"
     Image.fromarray(rng.integers(0, 255, size=(128, 96, 3), dtype=np.uint8)).save(photo, quality=90)
     spec = eval_spec((64, 48))  # Resize to exactly the 1/2-scale draft, then Normalize
     fast = infer.input_loader(spec)
-    plain = transforms.build_pipeline(spec)(imageio.open_rgb(photo, min_size=(64, 48)))
+    plain = transforms.build_pipeline(spec)(images.open_rgb(photo, min_size=(64, 48)))
     assert fast.steps.resize_only_to == (64, 48)
     torch.testing.assert_close(fast(photo), plain, rtol=0, atol=1e-5)
     other = eval_spec((60, 45))  # a real resize after the draft: the prefix runs
     torch.testing.assert_close(infer.input_loader(other)(photo),
-                               transforms.build_pipeline(other)(imageio.open_rgb(photo, min_size=(60, 45))),
+                               transforms.build_pipeline(other)(images.open_rgb(photo, min_size=(60, 45))),
                                rtol=0, atol=1e-5)  # fmt: skip
 
 
@@ -235,11 +237,11 @@ def test_cli_predict_and_job(models_dir, tmp_path, capsys):
     assert main(["predict", "--run", "nope", "--data", str(data), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
 
-    job = infer.create_prediction_job(["r1"], data, tta=False)
+    job = predjobs.create_prediction_job(["r1"], data, tta=False)
     assert runs.read_config(job)["runs"] == [str(run.resolve())]
     assert main(["predict", "--job", str(job.root)]) == 0
     assert runs.read_status(job)["state"] == "completed"
-    assert infer.job_summary(job.root)["validator"]["valid"] is True
+    assert predjobs.job_summary(job.root)["validator"]["valid"] is True
     assert (job.root / "submission.csv").is_file()
 
 
@@ -249,11 +251,11 @@ def test_job_with_missing_images_fails_naming_them(models_dir, tmp_path):
     data = make_eval(tmp_path / "eval", n=3)
     gone = pd.read_csv(data / "info.csv")["ImageID"].iloc[2]
     (data / "images" / gone).unlink()
-    job = infer.create_prediction_job([make_run(models_dir, "r1")], data, tta=False)
+    job = predjobs.create_prediction_job([make_run(models_dir, "r1")], data, tta=False)
     main(["predict", "--job", str(job.root)])
     status = runs.read_status(job)
     assert status["state"] == "failed" and gone in status["error"]
-    assert gone in json.loads((job.root / infer.IMAGE_PROBLEMS_FILE).read_text())["images"][0]
+    assert gone in json.loads((job.root / predjobs.IMAGE_PROBLEMS_FILE).read_text())["images"][0]
     assert not (job.root / "submission.csv").exists()
 
 

@@ -1,4 +1,4 @@
-"""The job machinery (core.jobs): states, locks, slots, cancel, reconcile — with in-process work and the
+"""The job machinery (core.runs.jobs): states, locks, slots, cancel, reconcile — with in-process work and the
 `python -m core jobs hold` test job, which needs no torch and finishes when the test says so."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs, runs
+from core import runs
 from core.errors import RunError
+from core.runs import jobs
 from tests.conftest import wait_state, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

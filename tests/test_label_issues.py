@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import metrics, review
 from core.__main__ import main
-from core.runs import create_run_folder, write_config, write_predictions
+from core.evaluation import metrics, review
+from core.runs.folder import create_run_folder, write_config, write_predictions
 from tests.conftest import REPO_ROOT
 
 
@@ -85,7 +85,7 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path):
 @pytest.fixture(scope="module")
 def noisy_demo(tmp_path_factory):
     """40 demo people (280 photos) with 10% planted label errors of the three real kinds."""
-    from core import demo
+    from core.data import demo
 
     base = tmp_path_factory.mktemp("noisy")
     root = demo.generate(base / "demo", people=40, eval_people=1, seed=0, label_noise=0.1, truth=base / "truth.csv", workers=1)
@@ -118,7 +118,7 @@ def simulated_out_of_sample(frame: pd.DataFrame, true_labels: np.ndarray, seed: 
 
 
 def test_planted_demo_errors_rank_on_top(noisy_demo):
-    from core import datasets
+    from core.data import datasets
 
     root, truth = noisy_demo
     frame = datasets.scan(root).frame
@@ -145,8 +145,10 @@ def test_planted_demo_errors_rank_on_top(noisy_demo):
 
 @pytest.mark.slow
 def test_kfold_gives_every_training_image_one_out_of_sample_prediction(demo_root, tmp_path, monkeypatch):
-    from core import datasets, runs, transforms
-    from core.train import TrainConfig
+    from core import runs
+    from core.data import datasets
+    from core.specs import transforms
+    from core.training.config import TrainConfig
 
     monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
     train_spec, eval_spec = transforms.preset("baseline", (32, 24))

@@ -1,4 +1,4 @@
-"""core.metrics against scikit-learn and hand-worked attribute cases."""
+"""core.evaluation.metrics against scikit-learn and hand-worked attribute cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from core import metrics
+from core.evaluation import metrics
 
 
 def label(mask: int, gender: int, age: int) -> int:

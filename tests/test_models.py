@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from core import models
 from core.errors import CheckpointError, ConfigError
+from core.training import models
 
 LIGHT = ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
 

@@ -163,7 +163,7 @@ def test_add_move_and_remove_steps(env):
 
 
 def test_every_registry_op_gets_working_widgets(env):
-    from core import transforms
+    from core.specs import transforms
 
     at = open_page()
     for name in transforms.OPS:
@@ -205,7 +205,7 @@ def test_load_a_preset_and_save_a_pair_for_the_training_page(env):
     assert (env / "specs" / "crop-v1.json").is_file()
     assert any("crop-v1" in shown(s.value) for s in at.success)
     assert "saved: crop-v1" in at.selectbox(key="aug-A-pick").options
-    from core import transforms
+    from core.specs import transforms
 
     assert transforms.load_named_pair("crop-v1", folder=env / "specs")[0][0]["op"] == "CenterCrop"
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.runs import RunFolder, create_run_folder, write_config, write_predictions, write_status
+from core.runs.folder import RunFolder, create_run_folder, write_config, write_predictions, write_status
 from tests.conftest import REPO_ROOT
 
 PHOTOS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]

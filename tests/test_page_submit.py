@@ -12,7 +12,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import runs, submission
+from core import runs
+from core.evaluation import submission
 from tests.conftest import browse_to
 from tests.test_infer import make_eval, make_run
 
@@ -99,7 +100,7 @@ def test_missing_eval_image_shown_by_name(tmp_path, env):
 
 
 def test_import_form(tmp_path, env):
-    from core import models
+    from core.training import models
 
     data_root = tmp_path / "data"
     make_eval(data_root / "tiny" / "eval", n=2)

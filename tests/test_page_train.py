@@ -10,7 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import train_ui
-from core import jobs, runs
+from core import runs
+from core.runs import jobs
 from tests.conftest import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +199,7 @@ def test_launch_from_the_form_watch_restart_and_cancel(env):
 
 
 def test_saved_pair_is_offered_and_its_check_warning_shown_before_launch(env):
-    from core import transforms
+    from core.specs import transforms
 
     train_spec, eval_spec = transforms.preset("baseline", (64, 48))
     transforms.save_named_pair("cropped", [{"op": "CenterCrop", "size": [320, 256]}, *train_spec], eval_spec)

@@ -1,4 +1,4 @@
-"""core.review: derived columns, selection, paging, best/worst, suspected label errors (synthetic)."""
+"""core.evaluation.review: derived columns, selection, paging, best/worst, suspected label errors (synthetic)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import review
 from core.errors import ConfigError, RunError
-from core.runs import create_run_folder, write_config, write_predictions
+from core.evaluation import review
+from core.runs.folder import create_run_folder, write_config, write_predictions
 
 
 def label(mask: int, gender: int, age: int) -> int:
@@ -210,7 +210,7 @@ def test_person_photos_from_the_folder_or_the_index(tmp_path):
 def test_thumbnails_keep_order_and_replace_broken_files(tmp_path, monkeypatch):
     from PIL import Image
 
-    from core import imageio
+    from core.data import thumbnails
 
     monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
     paths = []
@@ -220,7 +220,7 @@ def test_thumbnails_keep_order_and_replace_broken_files(tmp_path, monkeypatch):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really")
     thumbs = review.thumbnails([*map(str, paths), str(broken)], max_side=64)
-    assert thumbs[:3] == [imageio.thumbnail_jpeg(p, 64) for p in paths]
+    assert thumbs[:3] == [thumbnails.thumbnail_jpeg(p, 64) for p in paths]
     assert thumbs[3][:2] == b"\xff\xd8" and thumbs[3] not in thumbs[:3]
     for data in thumbs[:3]:
         with Image.open(io.BytesIO(data)) as im:

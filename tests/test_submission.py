@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import submission
 from core.errors import SubmissionError
+from core.evaluation import submission
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IDS = [f"{i:040x}.jpg" for i in (7, 3, 11, 5, 2)]  # deliberately not sorted: order must be info.csv's

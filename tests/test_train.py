@@ -11,11 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from core import demo, runs, transforms
-from core.errors import ConfigError
-from core.jobs import JobCancelled
-from core.loader import CachedSource, DecodeSource, make_source, open_or_build_cache
-from core.train import TrainConfig, lr_factor, run_training, split_indices
+from core import runs
+from core.data import demo
+from core.errors import ConfigError, JobCancelled
+from core.specs import transforms
+from core.training.config import TrainConfig
+from core.training.loader import CachedSource, DecodeSource, make_source, open_or_build_cache
+from core.training.loop import lr_factor, run_training, split_indices
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 class Ctx:
-    """A stand-in for core.jobs.JobContext that records heartbeats and cancels at a given step."""
+    """A stand-in for core.runs.jobs.JobContext that records heartbeats and cancels at a given step."""
 
     def __init__(self, cancel_at: int | None = None):
         self.cancel_at = cancel_at
@@ -262,7 +264,7 @@ def test_short_cpu_run_learns_the_mask_state(demo40, tmp_path):
     assert list(preds.columns[5:]) == ["p0", "p1", "p2"]
     np.testing.assert_allclose(preds[["p0", "p1", "p2"]].sum(axis=1), 1.0, rtol=1e-5)
     # No person on both sides: the validation people never appear among the training images.
-    from core import datasets
+    from core.data import datasets
 
     frame = datasets.scan(demo40).frame
     train_groups = set(frame.loc[~frame["path"].isin(preds["path"]), "group"])

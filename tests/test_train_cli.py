@@ -12,7 +12,7 @@ import torch
 
 from core import runs
 from core.__main__ import main
-from core.train import TrainConfig
+from core.training.config import TrainConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--task", "mask", "--max-steps", "2", "--img-size", "32", "24", "--batch-size", "16"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import transforms as T
 from core.errors import SpecError
+from core.specs import transforms as T
 
 SMALL_HW = (64, 48)  # a small portrait image, like the competition's photos scaled down by 8
 

@@ -7,8 +7,9 @@ import streamlit as st
 
 from app import review_ui as ui
 from app import widgets
-from core import metrics, review, settings
+from core import settings
 from core.errors import WorkbenchError
+from core.evaluation import metrics, review
 
 CELL_KEY = "review_cell"  # (true, pred) picked in the confusion matrix, or None
 CELL_SEEN_KEY = "review_cell_seen"  # the last chart selection acted on (a removed filter stays removed)

@@ -7,13 +7,14 @@ from pathlib import Path
 import streamlit as st
 
 from app import submit_ui
-from core import settings, submission
+from core import settings
+from core.evaluation import predjobs
 
 st.title("Submission")
 
 submit_ui.prediction_form()
 
-history = submission.list_prediction_jobs(settings.load().submissions_dir)
+history = predjobs.list_prediction_jobs(settings.load().submissions_dir)
 if history.empty:
     st.info("No predictions yet: choose runs above and press Predict.")
 else:

@@ -1,6 +1,6 @@
 """Training: launch a background job, watch the runs, follow one live, compare several.
 
-Everything shown is read from run folders (core.runs / core.jobs), so jobs survive reloads and
+Everything shown is read from run folders (core.runs.folder / core.runs.jobs), so jobs survive reloads and
 app restarts; this page never holds a job in memory.
 """
 
@@ -12,10 +12,12 @@ import pandas as pd
 import streamlit as st
 
 from app import train_ui, widgets
-from core import jobs, runs, settings, transforms
+from core import runs, settings
 from core.errors import WorkbenchError
-from core.models import MODEL_NAMES
-from core.trainconfig import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS, TrainConfig
+from core.runs import jobs
+from core.specs import transforms
+from core.training.config import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS, TrainConfig
+from core.training.models import MODEL_NAMES
 
 # How often the page re-draws while a job runs. Every re-draw costs the browser far more than the
 # server. Measured with 4 headless Chromium tabs watching one job, per tab: ~0.28 of a core with

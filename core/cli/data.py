@@ -24,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from core import datasets
+    from core.data import datasets
 
     progress = _progress_printer() if args.verify else None
     index = datasets.scan(args.root, verify=args.verify, progress=progress)

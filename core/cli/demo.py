@@ -33,7 +33,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_demo_data(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from core import demo
+    from core.data import demo
 
     bar = None
 

@@ -31,7 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     i = sub.add_parser("import-checkpoint", help="turn a state_dict file (.pt/.pth/.safetensors) into a run")
     i.add_argument("file")
-    i.add_argument("--model", required=True, help="architecture name (see core.models.MODEL_NAMES)")
+    i.add_argument("--model", required=True, help="architecture name (see core.training.models.MODEL_NAMES)")
     i.add_argument("--task", required=True, help="class, mask, gender or age")
     i.add_argument("--run", required=True, metavar="DIR", help="the new run folder (must not exist)")
     i.add_argument("--img-size", type=int, nargs=2, default=(128, 96), metavar=("H", "W"))
@@ -60,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_job(Path(args.job), args.batch_size, args.device)
     if not args.run or not args.data or not args.out:
         raise ConfigError("predict needs --run RUN (one or more), --data EVAL_ROOT and --out FILE (or --job DIR)")
-    from core import infer
+    from core.evaluation import infer
 
     bar, progress = _tqdm_progress()
     try:
@@ -74,10 +74,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_job(folder: Path, batch_size: int, device: str | None) -> int:
-    from core import infer, jobs
+    from core.evaluation import infer, predjobs
     from core.fsutil import atomic_write_json
+    from core.runs import jobs
 
-    config = infer.read_prediction_job(folder)
+    config = predjobs.read_prediction_job(folder)
 
     def work(ctx) -> None:
         def progress(done: int, total: int) -> None:
@@ -86,21 +87,21 @@ def _predict_job(folder: Path, batch_size: int, device: str | None) -> int:
                 raise jobs.JobCancelled()
 
         try:
-            summary = infer.predict_to_files(config["runs"], config["data"], folder / infer.SUBMISSION_FILE,
+            summary = infer.predict_to_files(config["runs"], config["data"], folder / predjobs.SUBMISSION_FILE,
                                              tta=config["tta"], batch_size=batch_size, device=device,
                                              progress=progress)  # fmt: skip
         except infer.EvalImagesError as err:
             # status.json keeps one line; the page lists every image from this file
-            atomic_write_json(folder / infer.IMAGE_PROBLEMS_FILE, {"images": err.images})
+            atomic_write_json(folder / predjobs.IMAGE_PROBLEMS_FILE, {"images": err.images})
             raise
-        ctx.heartbeat(message=f"wrote {infer.SUBMISSION_FILE}: {summary['images']} images", force=True)
+        ctx.heartbeat(message=f"wrote {predjobs.SUBMISSION_FILE}: {summary['images']} images", force=True)
 
     jobs.run_job(folder, work)
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from core.submission import validate_submission
+    from core.evaluation.submission import validate_submission
 
     problems = validate_submission(args.file, args.info)
     if problems:
@@ -113,7 +114,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from core.infer import import_checkpoint
+    from core.evaluation.checkpoints import import_checkpoint
 
     folder = import_checkpoint(args.file, args.model, args.task, args.run, img_size=tuple(args.img_size))
     print(f"imported {args.file} as run {folder.root}")

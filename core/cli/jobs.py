@@ -31,7 +31,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from core import jobs
+    from core.runs import jobs
 
     frame = jobs.list_runs(args.models_dir)
     if frame.empty:
@@ -44,7 +44,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from core import jobs
+    from core.runs import jobs
 
     status = jobs.cancel(args.run)
     print(f"cancel requested ({status.get('state')})")
@@ -52,7 +52,7 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from core import jobs
+    from core.runs import jobs
 
     pid = jobs.resume(args.run)
     print(f"resumed as pid {pid}")
@@ -63,7 +63,8 @@ def _hold(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from core import jobs, runs
+    from core import runs
+    from core.runs import jobs
 
     run = runs.RunFolder(args.run)
     run.root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def label_issues_command(args: argparse.Namespace) -> int:
-    from core import review
+    from core.evaluation import review
 
     def progress(done: int, total: int, message: str) -> None:
         print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)

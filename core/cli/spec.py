@@ -26,8 +26,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check_spec(args: argparse.Namespace) -> int:
-    from core import transforms
     from core.errors import SpecError
+    from core.specs import transforms
 
     if args.eval is None:  # one file: a pair saved by the Augmentations page ({"train": [...], "eval": [...]})
         train, eval_ = transforms.load_spec_document(args.train)

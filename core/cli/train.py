@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core import runs, settings
     from core.errors import ConfigError, RunError
     from core.fsutil import read_json
-    from core.train import TrainConfig
+    from core.training.config import TrainConfig
 
     overrides = {k: getattr(args, k) for k in OVERRIDES if getattr(args, k) is not None}
     if args.config:
@@ -69,8 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def apply_overrides(cfg, overrides: dict):
     """The config with CLI flags applied; --img-size also resizes both specs' final Resize."""
-    from core import transforms
-    from core.train import TrainConfig
+    from core.specs import transforms
+    from core.training.config import TrainConfig
 
     base = cfg.to_dict() if cfg is not None else None
     if base is None:
@@ -123,9 +123,10 @@ class ProgressContext:
 
 
 def train_in_foreground(run) -> str:
-    """Run the job through core.jobs (lock, slot, status) and return its final state."""
-    from core import jobs, runs
-    from core.train import run_training
+    """Run the job through core.runs.jobs (lock, slot, status) and return its final state."""
+    from core import runs
+    from core.runs import jobs
+    from core.training.loop import run_training
 
     def work(ctx) -> None:
         progress = ProgressContext(ctx)

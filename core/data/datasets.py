@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import imageio
+from core.data import images
 from core.errors import DatasetError, ImageError
 
 MASK_NAMES = ("Wear", "Incorrect", "Not wear")
@@ -215,7 +215,7 @@ class _Tree:
         """Non-junk entries of ``folder`` sorted by name; symlinks that leave the root are reported."""
         try:
             with os.scandir(folder) as it:
-                found = sorted((e for e in it if not imageio.is_junk(e.name)), key=lambda e: e.name)
+                found = sorted((e for e in it if not images.is_junk(e.name)), key=lambda e: e.name)
         except OSError as err:
             self.problem(folder, "unreadable", f"cannot list the folder ({err.strerror}); check its permissions")
             return []
@@ -306,14 +306,14 @@ def _detect(root: Path) -> tuple[str, Path, Path | None, Path | None]:
         return "mask", root / "images", _maybe(root / "train.csv"), _eval_dir(root.parent / "eval")
     if _looks_like_people(root):
         return "mask", root, _maybe(root.parent / "train.csv"), _eval_dir(root.parent.parent / "eval")
-    csv_files = sorted(p for p in root.glob("*.csv") if not imageio.is_junk(p.name) and p.is_file())
+    csv_files = sorted(p for p in root.glob("*.csv") if not images.is_junk(p.name) and p.is_file())
     manifests = [p for p in csv_files if {"path", "label"} <= set(_csv_header(p))]
     if len(manifests) > 1:
         names = ", ".join(p.name for p in manifests)
         raise DatasetError(f"{root}: several CSV manifests ({names}); give the one to use as the dataset")
     if manifests:
         return "csv", root, manifests[0], None
-    has_folders = any(e.is_dir() and not imageio.is_junk(e.name) for e in os.scandir(root))
+    has_folders = any(e.is_dir() and not images.is_junk(e.name) for e in os.scandir(root))
     if has_folders:
         return "imagefolder", root, None, None
     if csv_files:
@@ -335,7 +335,7 @@ def _eval_dir(path: Path) -> Path | None:
 def _looks_like_people(folder: Path) -> bool:
     """Most sub-folders named like `000001_female_Asian_45`."""
     try:
-        names = [e.name for e in os.scandir(folder) if e.is_dir() and not imageio.is_junk(e.name)][:200]
+        names = [e.name for e in os.scandir(folder) if e.is_dir() and not images.is_junk(e.name)][:200]
     except OSError:
         return False
     return bool(names) and sum(bool(PERSON_RE.match(n)) for n in names) * 2 >= len(names)
@@ -386,7 +386,7 @@ def _person_photos(tree: _Tree, person: os.DirEntry, person_id: str, gender: int
         stem, ext = os.path.splitext(entry.name)
         if not entry.is_file():
             tree.problem(entry.path, "unexpected_file", "folder inside a person folder; skipped")
-        elif ext.lower() not in imageio.IMAGE_EXTENSIONS:
+        elif ext.lower() not in images.IMAGE_EXTENSIONS:
             tree.problem(entry.path, "not_image", f"not an image file (extension {ext or 'none'!r}); skipped")
         elif stem.lower() not in PHOTO_MASK:
             tree.problem(
@@ -433,14 +433,14 @@ def _folder_candidates(tree: _Tree) -> list[_Candidate]:
         return candidates
     for top in tree.entries(tree.root_str):
         if top.is_file():
-            if imageio.is_image_name(top.name):
+            if images.is_image_name(top.name):
                 tree.problem(top.path, "stray_file", "image outside any class folder; move it into one; skipped")
             continue
         if not top.is_dir():
             continue
         found = 0
         for entry in tree.walk_files(top.path):
-            if not imageio.is_image_name(entry.name):
+            if not images.is_image_name(entry.name):
                 tree.problem(entry.path, "not_image", "not an image file (by its extension); skipped")
                 continue
             stem = os.path.splitext(entry.name)[0]
@@ -482,7 +482,7 @@ def _csv_candidates(tree: _Tree, manifest: Path) -> list[_Candidate]:
         if not os.path.isfile(full):
             tree.problem(raw, "missing_file", f"{where}: the file does not exist; skipped")
             continue
-        if not imageio.is_image_name(os.path.basename(full)):
+        if not images.is_image_name(os.path.basename(full)):
             tree.problem(raw, "not_image", f"{where}: not an image file (by its extension); skipped")
             continue
         if full in seen:
@@ -495,11 +495,11 @@ def _csv_candidates(tree: _Tree, manifest: Path) -> list[_Candidate]:
     return candidates
 
 
-def _read_headers(tree: _Tree, candidates: list[_Candidate]) -> list[tuple[_Candidate, imageio.ImageHeader]]:
+def _read_headers(tree: _Tree, candidates: list[_Candidate]) -> list[tuple[_Candidate, images.ImageHeader]]:
     """Headers of every candidate; failures become problems. Threads overlap the file system waits."""
     def one(cand: _Candidate):
         try:
-            return cand, imageio.read_header(cand.path)
+            return cand, images.read_header(cand.path)
         except ImageError as err:
             return cand, err
 
@@ -526,7 +526,7 @@ def _verify_rows(tree: _Tree, rows: list, progress: ProgressFn | None) -> list:
     """Decode every kept image once (Pillow releases the GIL while decoding, so threads use both cores)."""
     def one(item):
         try:
-            imageio.verify(item[0].path)
+            images.verify(item[0].path)
             return None
         except ImageError as err:
             return err
@@ -600,10 +600,10 @@ def scan_eval(root: str | os.PathLike) -> EvalSet:
         raise DatasetError(f"{info}: cannot read the CSV ({err})") from err
     if "ImageID" not in table.columns:
         raise DatasetError(f"{info}: no ImageID column; found {', '.join(map(str, table.columns)) or 'nothing'}")
-    images = folder / "images"
-    images_str = str(images.resolve()) if images.is_dir() else str(images)
+    images_dir = folder / "images"
+    images_str = str(images_dir.resolve()) if images_dir.is_dir() else str(images_dir)
     try:
-        present = {e.name for e in os.scandir(images)} if images.is_dir() else set()
+        present = {e.name for e in os.scandir(images_dir)} if images_dir.is_dir() else set()
     except OSError:
         present = set()
     problems: list[Problem] = []
@@ -612,7 +612,7 @@ def scan_eval(root: str | os.PathLike) -> EvalSet:
     for image_id in table["ImageID"].astype(str):
         name = image_id.strip()
         full = os.path.join(images_str, name)
-        ok = name in present and not imageio.is_junk(name)
+        ok = name in present and not images.is_junk(name)
         if not ok and name and ("/" in name or os.sep in name or name.startswith("..")):
             ok = False
             problems.append(
@@ -698,7 +698,7 @@ def channel_stats(
     used = 0
     for done, path in enumerate(chosen, start=1):
         try:
-            im = imageio.open_rgb(path, min_size=(side, side))
+            im = images.open_rgb(path, min_size=(side, side))
         except ImageError:
             continue
         arr = np.asarray(im, dtype=np.float64).reshape(-1, 3) / 255.0

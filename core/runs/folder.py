@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.errors import CheckpointError, RunError
@@ -239,6 +240,34 @@ def probability_columns(frame: pd.DataFrame) -> list[str]:
     return sorted(cols, key=lambda c: int(c[1:]))
 
 
+def read_predictions_safely(path: Path) -> pd.DataFrame:
+    """read_predictions, with a damaged file reported as a RunError instead of a parser exception."""
+    try:
+        return read_predictions(path)
+    except RunError:
+        raise
+    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
+        raise RunError(f"{path}: not a readable predictions file ({type(err).__name__}); run the training again") from err
+
+
+def read_checked_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file read and checked: a damaged or inconsistent one is a RunError naming it."""
+    return _checked(read_predictions_safely(path), path)
+
+
+def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    missing = [c for c in ("path", "label", "pred") if c not in frame.columns]
+    if missing or not probability_columns(frame):
+        what = ", ".join(missing) if missing else "p0..pK-1"
+        raise RunError(f"{path}: predictions lack the column(s) {what}")
+    k = len(probability_columns(frame))
+    for column in ("label", "pred"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any() or (values < 0).any() or (values >= k).any():
+            raise RunError(f"{path}: column {column} holds values outside the {k} classes")
+    return frame.assign(label=frame["label"].astype(np.int64), pred=frame["pred"].astype(np.int64))
+
+
 # ---- listing ----------------------------------------------------------------------------------
 
 
@@ -263,7 +292,7 @@ def tail(path: str | os.PathLike, max_bytes: int = 8000) -> str:
         return ""
 
 
-# ---- job bookkeeping (used by core.jobs) --------------------------------------------------------
+# ---- job bookkeeping (used by core.runs.jobs) --------------------------------------------------------
 
 
 def lock_run_folder(run: RunFolder) -> int:

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from core.datasets import ATTRIBUTE_NAMES, CLASS_NAMES
+from core.data.datasets import ATTRIBUTE_NAMES, CLASS_NAMES
 
-# The competition encoding (core.datasets): class = mask * 6 + gender * 3 + age.
+# The competition encoding (core.data.datasets): class = mask * 6 + gender * 3 + age.
 ATTRIBUTES: tuple[str, ...] = ("mask", "gender", "age")
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {name: tuple(ATTRIBUTE_NAMES[name]) for name in ATTRIBUTES}
 NUM_COMPETITION_CLASSES = len(CLASS_NAMES)

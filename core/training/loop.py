@@ -1,7 +1,7 @@
 """The training loop: one run folder in, checkpoints, metrics and predictions out; resumable.
 
 ``run_training(run, ctx)`` reads ``config.json`` (a TrainConfig), splits the dataset by person,
-trains with ``train_one_epoch`` / ``evaluate`` and writes everything through core.runs (see its
+trains with ``train_one_epoch`` / ``evaluate`` and writes everything through core.runs.folder (see its
 docstring for the folder format). When ``checkpoints/last.pt`` exists it resumes from it: model,
 optimizer, scheduler, scaler, step, RNG state and the running log window are restored, and the data
 order of epoch e is a pure function of (seed, e), so the continuation equals an uninterrupted run
@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import runs
-from core.cputhreads import ThreadGovernor
-from core.errors import ConfigError, DatasetError
-from core.loader import Batch, make_source
-from core.runs import RunFolder
-from core.trainconfig import TrainConfig
+from core.errors import ConfigError, DatasetError, JobCancelled
+from core.runs.folder import RunFolder
+from core.training.config import TrainConfig
+from core.training.cputhreads import ThreadGovernor
+from core.training.loader import Batch, make_source
 
 __all__ = ["TrainConfig", "run_training", "train_one_epoch", "evaluate", "split_indices"]
 
@@ -269,7 +269,7 @@ def evaluate(
     """Loss (plain cross-entropy), accuracy, macro F1 and per-image probabilities over ``batches``."""
     from sklearn.metrics import f1_score
 
-    from core import metrics
+    from core.evaluation import metrics
 
     model.eval()
     amp = device.type == "cuda"
@@ -336,7 +336,7 @@ class RunData:
 
 def load_run_data(cfg: TrainConfig) -> RunData:
     """Scan the dataset, take the task's labels and split by person (group)."""
-    from core import datasets
+    from core.data import datasets
 
     index = datasets.scan(cfg.data)
     labels, classes = index.task_labels(cfg.task)
@@ -353,7 +353,8 @@ def _log(ctx: JobContextLike, message: str, **progress: Any) -> None:
 
 def run_training(run: RunFolder, ctx: JobContextLike) -> None:
     """Train the run folder's config (resuming from checkpoints/last.pt when present)."""
-    from core import models, settings
+    from core import settings
+    from core.training import models
 
     cfg = TrainConfig.from_dict(runs.read_config(run))
     device = resolve_device(cfg.device)
@@ -368,8 +369,6 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
     def caching(done: int, total: int) -> None:
         ctx.heartbeat(message=f"caching decoded images {done}/{total}")
         if ctx.cancel_requested():  # the cache is built in a temp file: stopping here leaves nothing half-made
-            from core.jobs import JobCancelled
-
             raise JobCancelled("cancelled while caching images")
 
     log = lambda msg: _log(ctx, msg)  # noqa: E731
@@ -422,7 +421,7 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
 
     cancelled = False
     # On a CPU the thread count is measured as the job runs: two threads are faster on an idle
-    # machine and much slower than one beside a busy app (see core.cputhreads). A fixed count
+    # machine and much slower than one beside a busy app (see core.training.cputhreads). A fixed count
     # (WORKBENCH_TRAIN_THREADS) keeps float results bit-identical between a resumed and a straight run.
     governor = None
     if device.type == "cpu":
@@ -496,8 +495,6 @@ def run_training(run: RunFolder, ctx: JobContextLike) -> None:
         if cancelled:
             save_last(step // spe)
             log(f"cancelled at step {step}/{total_steps}; checkpoint saved")
-            from core.jobs import JobCancelled
-
             raise JobCancelled(f"cancelled at step {step}")
     finally:
         tb.close()

@@ -3,7 +3,7 @@
 Two sources give the same batches (up to JPEG draft-decoding noise, which both share):
 
 - ``CachedSource``: the deterministic prefix of a transform spec (the leading Resize/CenterCrop...,
-  see ``core.transforms.split_deterministic_prefix``) is applied once per image and stored in a uint8
+  see ``core.specs.transforms.split_deterministic_prefix``) is applied once per image and stored in a uint8
   memmap under ``<cache_dir>/decoded/``, keyed by the image list (paths, sizes, mtimes), the prefix
   and its output size. Batches are read in the main process (measured ~29,000 images/s; workers
   copying float batches back are slower) and the random remainder is applied per sample.
@@ -69,7 +69,7 @@ def draft_size(spec: Sequence[dict]) -> tuple[int, int] | None:
 
 
 def spec_is_random(spec: Sequence[dict]) -> bool:
-    from core import transforms
+    from core.specs import transforms
 
     return not all(transforms.is_deterministic(step) for step in transforms.validate_spec(list(spec)))
 
@@ -88,7 +88,7 @@ def to_uint8_hwc(out: Image.Image | torch.Tensor | np.ndarray) -> np.ndarray:
 
 def prefix_output_size(prefix: Sequence[dict], sizes_hw: Sequence[tuple[int, int]]) -> tuple[int, int] | None:
     """The one (h, w) the prefix gives every image, or None when it depends on the input size."""
-    from core import transforms
+    from core.specs import transforms
 
     if not prefix:
         return None
@@ -112,11 +112,11 @@ class _DecodeDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, item: tuple[int, int]):
-        from core import imageio
+        from core.data import images
 
         pos, seed = item
         try:
-            img = imageio.open_rgb(self.paths[pos], min_size=self.min_size)
+            img = images.open_rgb(self.paths[pos], min_size=self.min_size)
         except ImageError as err:
             return None, pos, f"{Path(self.paths[pos]).name}: {err.message}"
         except OSError as err:
@@ -173,7 +173,7 @@ class PrefixThenRest:
     """
 
     def __init__(self, spec: Sequence[dict]):
-        from core import transforms
+        from core.specs import transforms
 
         prefix, rest = transforms.split_deterministic_prefix(list(spec))
         self.prefix = transforms.build_pipeline(prefix, dtype=torch.uint8)
@@ -229,7 +229,7 @@ class CachedSource:
     """uint8 memmap of the spec's deterministic prefix; the random remainder per sample per epoch."""
 
     def __init__(self, cache: np.ndarray, rest: Sequence[dict], skipped: SkippedImages):
-        from core import transforms
+        from core.specs import transforms
 
         self.cache = cache
         rest = transforms.validate_spec(list(rest))
@@ -281,8 +281,8 @@ def fused_normalize(rest: list[dict]) -> Callable[[torch.Tensor], torch.Tensor] 
 def uint8_head(rest: list[dict]) -> tuple[Callable, Callable] | None:
     """(per-sample uint8 pipeline, batch Normalize) when ``rest`` is uint8-capable steps then one
     Normalize (e.g. flip + Normalize): the float conversion then runs once per batch, not per image."""
-    from core import transforms
     from core.errors import SpecError
+    from core.specs import transforms
 
     if len(rest) < 2 or rest[-1]["op"] != "Normalize":
         return None
@@ -385,7 +385,7 @@ def make_source(
     log: Callable[[str], None] = print,
 ) -> CachedSource | DecodeSource:
     """The fastest source ``spec`` allows: cached when asked and the prefix fixes one output size."""
-    from core import transforms
+    from core.specs import transforms
 
     if cache == "memmap":
         prefix, rest = transforms.split_deterministic_prefix(list(spec))

@@ -33,18 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import runs, submission
+from core import runs
 from core.errors import CheckpointError, ConfigError, DatasetError, ImageError, SubmissionError
+from core.evaluation import submission
+from core.evaluation.predjobs import output_paths, resolve_run_path
 from core.fsutil import atomic_write_json
-from core.submission import (  # noqa: F401 - re-exported: the prediction job's files and helpers
-    IMAGE_PROBLEMS_FILE,
-    SUBMISSION_FILE,
-    create_prediction_job,
-    job_summary,
-    output_paths,
-    read_prediction_job,
-    resolve_run_path,
-)
 
 Progress = Callable[[int, int], None]  # (images done, images in all) over every run of the ensemble
 DEFAULT_BATCH_SIZE = 64
@@ -111,7 +104,7 @@ def checkpoint_path(run: runs.RunFolder) -> Path:
 
 def load_run(ref: str | os.PathLike, device: str | torch.device | None = None) -> RunModel:
     """Load a run's checkpoint into its architecture; refuse a checkpoint that does not match the run."""
-    from core import models
+    from core.training import models
 
     run = runs.open_run(resolve_run_path(ref))
     config = runs.read_config(run)
@@ -171,7 +164,7 @@ class Items:
 
 def collect_items(data: str | os.PathLike) -> Items:
     """Find the images under ``data``: an eval folder with info.csv, a plain folder of images, or a dataset."""
-    from core import datasets, imageio
+    from core.data import datasets, images
 
     root = Path(data)
     if not root.is_dir():
@@ -180,8 +173,8 @@ def collect_items(data: str | os.PathLike) -> Items:
         ev = datasets.scan_eval(root)
         frame = pd.DataFrame({"id": ev.frame["ImageID"].astype(str), "path": ev.frame["path"].astype(str), "label": -1})
         return Items(Path(ev.root), "eval", frame, info_csv=Path(ev.info_csv), missing=[str(m) for m in ev.missing])
-    flat = sorted(p for p in root.iterdir() if p.is_file() and imageio.is_image_name(p.name))
-    if flat and not any(p.is_dir() and not imageio.is_junk(p.name) for p in root.iterdir()):
+    flat = sorted(p for p in root.iterdir() if p.is_file() and images.is_image_name(p.name))
+    if flat and not any(p.is_dir() and not images.is_junk(p.name) for p in root.iterdir()):
         frame = pd.DataFrame({"id": [p.name for p in flat], "path": [str(p) for p in flat], "label": -1})
         return Items(root, "images", frame)
     index = datasets.scan(root)
@@ -196,7 +189,7 @@ def collect_items(data: str | os.PathLike) -> Items:
 def draft_size(spec: list[dict]) -> tuple[int, int] | None:
     """The size a JPEG may be draft-decoded to: the training loader's own rule, so that inference
     sees the same pixels training did (only when the spec starts with a Resize)."""
-    from core.loader import draft_size as training_draft_size
+    from core.training.loader import draft_size as training_draft_size
 
     return training_draft_size(spec)
 
@@ -209,20 +202,20 @@ class InputPipeline:
     the rest of the spec (to float, Normalize, ...) on a uint8 batch -> float BCHW, as one op per
     step for the whole batch. ``pipeline(path)`` composes both for one image.
 
-    The steps are the training loader's own (``core.loader.PrefixThenRest``): the same shortcuts
+    The steps are the training loader's own (``core.training.loader.PrefixThenRest``): the same shortcuts
     (a Resize to the draft-decoded size skipped, Normalize fused), so the same numbers as training.
     """
 
     def __init__(self, eval_spec: list[dict]):
-        from core.loader import PrefixThenRest
+        from core.training.loader import PrefixThenRest
 
         self.steps = PrefixThenRest(eval_spec)
         self._min_size = draft_size(eval_spec)
 
     def load_uint8(self, path: str | os.PathLike) -> torch.Tensor:
-        from core import imageio
+        from core.data import images
 
-        return self.steps.apply_prefix(imageio.open_rgb(path, min_size=self._min_size))
+        return self.steps.apply_prefix(images.open_rgb(path, min_size=self._min_size))
 
     def finish(self, batch: torch.Tensor) -> torch.Tensor:
         # a random step after the prefix (unusual in an eval spec) must draw per image, not per batch
@@ -495,103 +488,3 @@ def predict_to_files(
     """predict() then write_outputs(): the CLI's and the background job's one call."""
     result = predict(run_refs, data, tta=tta, batch_size=batch_size, device=device, progress=progress)
     return write_outputs(result, out_csv)
-
-
-# ---- importing a checkpoint trained elsewhere -------------------------------------------------------------------
-
-IMPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
-
-
-def task_classes(task: str) -> list[str]:
-    """Class names of a task: the 18 competition classes or one attribute's values."""
-    from core import datasets
-
-    names = {
-        "class": list(datasets.CLASS_NAMES),
-        "mask": list(datasets.MASK_NAMES),
-        "gender": list(datasets.GENDER_NAMES),
-        "age": list(datasets.AGE_NAMES),
-    }
-    if task not in names:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(names)}")
-    return names[task]
-
-
-def read_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a .pt/.pth (weights_only: pickled code is refused unrun) or .safetensors file.
-
-    Accepts a raw state_dict or a dict holding it under "model" or "state_dict"; strips the
-    "module." prefix DataParallel adds.
-    """
-    file = Path(file)
-    suffix = file.suffix.lower()
-    if suffix not in IMPORT_SUFFIXES:
-        raise CheckpointError(f"{file.name}: unsupported file type; use .pt, .pth or .safetensors")
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not file.is_file():
-            raise CheckpointError(f"{file}: checkpoint not found")
-        try:
-            obj: Any = load_file(str(file))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{file.name}: not a readable safetensors file ({err})") from err
-    else:
-        obj = runs.load_checkpoint(file)
-    for key in ("model", "state_dict"):
-        if isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise CheckpointError(f"{file.name}: holds no state_dict (a dict of tensors, or one under 'model'/'state_dict')")
-    if all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
-def import_checkpoint(
-    file: str | os.PathLike,
-    model: str,
-    task: str,
-    run_dir: str | os.PathLike,
-    classes: list[str] | None = None,
-    img_size: tuple[int, int] = (128, 96),
-    eval_spec: list[dict] | None = None,
-    train_spec: list[dict] | None = None,
-) -> runs.RunFolder:
-    """Make a completed run at ``run_dir`` from weights trained elsewhere, after checking them.
-
-    The weights are loaded into ``model`` built for ``task``'s classes before anything is written:
-    a refused file (pickled code, wrong architecture, wrong class count) leaves no run folder behind.
-    The eval spec defaults to the baseline preset at ``img_size`` (what the weights are assumed to expect).
-    """
-    from core import models, transforms
-
-    classes = list(classes) if classes else task_classes(task)
-    if model not in models.MODEL_NAMES:
-        raise ConfigError(f"unknown architecture {model!r}; choose one of {', '.join(models.MODEL_NAMES)}")
-    state_dict = read_state_dict(file)
-    net = models.build_model(model, len(classes), pretrained=False)
-    models.load_state_dict_checked(net, state_dict, model, len(classes))
-    img_size = (int(img_size[0]), int(img_size[1]))
-    if eval_spec is None or train_spec is None:
-        preset_train, preset_eval = transforms.preset("baseline", img_size=img_size)
-        eval_spec = preset_eval if eval_spec is None else eval_spec
-        train_spec = preset_train if train_spec is None else train_spec
-    transforms.validate_spec(eval_spec)
-
-    run_dir = Path(run_dir)
-    folder = runs.create_run_folder(run_dir.parent, run_id=run_dir.name)
-    meta = {"model": model, "task": task, "classes": classes, "img_size": list(img_size),
-            "eval_spec": eval_spec, "train_spec": train_spec}  # fmt: skip
-    runs.write_config(folder, {"kind": "imported", **meta, "source": str(Path(file).name)})
-    runs.save_checkpoint(
-        folder.best_checkpoint,
-        {"model": net.state_dict(), "model_name": model, "task": task, "classes": classes, "img_size": list(img_size),
-         "eval_spec": eval_spec, "config": {"kind": "imported", **meta}},
-    )  # fmt: skip
-    now = time.time()
-    runs.write_status(folder, state="completed", started_at=now, finished_at=now, heartbeat=now,
-                      message=f"imported from {Path(file).name}")  # fmt: skip
-    return folder

@@ -1,6 +1,6 @@
 """Background jobs: launch, run, list, cancel, resume and reconcile them.
 
-A job is one process that owns one run folder (see core.runs for the format). The folder is the only
+A job is one process that owns one run folder (see core.runs.folder for the format). The folder is the only
 source of truth, so the app can be reloaded or restarted while a job runs.
 
 States (status.json ``state``)::
@@ -39,8 +39,8 @@ from typing import Any
 import pandas as pd
 
 from core import runs, settings
-from core.errors import RunError, WorkbenchError
-from core.runs import ACTIVE_STATES, FINAL_STATES, RunFolder
+from core.errors import JobCancelled, RunError, WorkbenchError
+from core.runs.folder import ACTIVE_STATES, FINAL_STATES, RunFolder
 
 # A launched child blocks on this pipe until the launcher has recorded its pid in status.json, so the
 # launcher's write can never land on top of the child's own status updates.
@@ -57,10 +57,6 @@ _NEVER_STARTED_AFTER_S = 120.0
 # Children this process launched: polling them reaps their zombies, which would otherwise look alive.
 _CHILDREN: dict[int, subprocess.Popen] = {}
 _sigterm_received = False
-
-
-class JobCancelled(Exception):
-    """Raised by the work when it stops because a cancel was asked for (after saving a checkpoint)."""
 
 
 def _as_run(run: RunFolder | str | os.PathLike) -> RunFolder:
@@ -329,7 +325,7 @@ def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str], lock_wait
 
 def _config_dict(config: Any) -> dict[str, Any]:
     """A validated TrainConfig as a dict (ConfigError names the bad field)."""
-    from core.train import TrainConfig
+    from core.training.config import TrainConfig
 
     if isinstance(config, TrainConfig):
         return config.to_dict()

@@ -1,6 +1,6 @@
 """What a run gets wrong: selecting and paging predictions, and suspected label errors.
 
-Predictions are a run's ``val_predictions.parquet`` (core.runs: path, group, label, pred, loss,
+Predictions are a run's ``val_predictions.parquet`` (core.runs.folder: path, group, label, pred, loss,
 p0..p{K-1}). :func:`enrich` adds the derived columns every view needs (correct, confidence,
 true_prob, and for the 18-class task the attribute-error columns); :func:`select` and :func:`page`
 filter, sort and cut them.
@@ -31,17 +31,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import metrics
-from core.errors import ConfigError, RunError
+from core.errors import RunError
+from core.evaluation import metrics
 from core.fsutil import atomic_write_text, spreadsheet_safe
-from core.runs import (
+from core.runs.folder import (
     RunFolder,
     list_run_folders,
     open_run,
     probability_columns,
+    read_checked_predictions,
     read_config,
-    read_predictions,
-    read_status,
 )
 
 SORTS = ("confidence", "loss")
@@ -162,7 +161,7 @@ def thumbnails(paths: Iterable[str], max_side: int = 160, workers: int = 4) -> l
     so a cold page uses every core); a file that cannot be read gives the placeholder tile."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.imageio import thumbnail_or_placeholder
+    from core.data.thumbnails import thumbnail_or_placeholder
 
     paths = [str(p) for p in paths]
     if workers <= 1 or len(paths) <= 1:
@@ -178,7 +177,7 @@ def person_photos(path: str | os.PathLike, index: pd.DataFrame | None = None) ->
     if index is not None and "group" in index.columns and (index["path"] == path).any():
         group = index.loc[index["path"] == path, "group"].iloc[0]
         return sorted(index.loc[index["group"] == group, "path"].astype(str))
-    from core.imageio import is_image_name
+    from core.data.images import is_image_name
 
     folder = Path(path).parent
     try:
@@ -350,13 +349,13 @@ def class_names(config: dict[str, Any], num_classes: int) -> list[str]:
         return given
     task = str(config.get("task") or "class")
     if metrics.is_competition_task(task, num_classes):
-        from core.datasets import CLASS_NAMES
+        from core.data.datasets import CLASS_NAMES
 
         return list(CLASS_NAMES)
     if task in metrics.ATTRIBUTES and len(metrics.ATTRIBUTE_VALUES[task]) == num_classes:
         return list(metrics.ATTRIBUTE_VALUES[task])
     if config.get("data"):
-        from core import datasets
+        from core.data import datasets
         from core.errors import WorkbenchError
 
         try:
@@ -376,110 +375,6 @@ def run_predictions(run: str | os.PathLike | RunFolder) -> tuple[pd.DataFrame, l
     return frame, class_names(config, len(probability_columns(frame))), str(config.get("task") or "class")
 
 
-def read_predictions_safely(path: Path) -> pd.DataFrame:
-    """read_predictions, with a damaged file reported as a RunError instead of a parser exception."""
-    try:
-        return read_predictions(path)
-    except RunError:
-        raise
-    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
-        raise RunError(f"{path}: not a readable predictions file ({type(err).__name__}); run the training again") from err
-
-
-def read_checked_predictions(path: Path) -> pd.DataFrame:
-    """A predictions file read and checked: a damaged or inconsistent one is a RunError naming it."""
-    return _checked(read_predictions_safely(path), path)
-
-
-def _checked(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    missing = [c for c in ("path", "label", "pred") if c not in frame.columns]
-    if missing or not probability_columns(frame):
-        what = ", ".join(missing) if missing else "p0..pK-1"
-        raise RunError(f"{path}: predictions lack the column(s) {what}")
-    k = len(probability_columns(frame))
-    for column in ("label", "pred"):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.isna().any() or (values < 0).any() or (values >= k).any():
-            raise RunError(f"{path}: column {column} holds values outside the {k} classes")
-    return frame.assign(label=frame["label"].astype(np.int64), pred=frame["pred"].astype(np.int64))
-
-
-def fold_folder(run: RunFolder, fold: int) -> RunFolder:
-    return RunFolder(run.root / "folds" / f"fold-{fold}")
-
-
-def _fold_done(folder: RunFolder) -> bool:
-    return read_status(folder).get("state") == "completed" and folder.val_predictions.is_file()
-
-
-def out_of_fold_predictions(
-    run: str | os.PathLike | RunFolder, kfold: int, progress: Progress | None = None
-) -> pd.DataFrame:
-    """Train ``kfold`` models, fold i validating on the i-th StratifiedGroupKFold part, and return
-    their validation predictions together: one out-of-sample prediction for every training image.
-
-    Folds go in ``<run>/folds/fold-<i>`` with the run's own config; a fold already completed is
-    reused, so an interrupted k-fold run continues where it stopped.
-    """
-    if not isinstance(kfold, int) or kfold < 2:
-        raise ConfigError(f"--kfold must be an integer of at least 2, not {kfold!r}")
-    folder = run if isinstance(run, RunFolder) else open_run(run)
-    base = read_config(folder)
-    if base.get("kind", "train") != "train":
-        raise RunError(f"{folder.root}: k-fold needs a training run (its config is kind {base.get('kind')!r})")
-    parts = []
-    for fold in range(kfold):
-        sub = fold_folder(folder, fold)
-        if progress:
-            progress(fold, kfold, f"fold {fold + 1} of {kfold}")
-        if not _fold_done(sub):
-            _train_fold(sub, {**base, "n_folds": kfold, "fold": fold})
-        parts.append(read_checked_predictions(sub.val_predictions).assign(fold=fold))
-    if progress:
-        progress(kfold, kfold, "done")
-    return pd.concat(parts, ignore_index=True)
-
-
-def finished_fold_predictions(run: str | os.PathLike | RunFolder) -> pd.DataFrame | None:
-    """The out-of-fold predictions of an earlier ``label-issues --kfold`` on this run, when all its
-    folds completed (nothing is trained here); else None."""
-    folder = run if isinstance(run, RunFolder) else open_run(run)
-    folds_dir = folder.root / "folds"
-    if not folds_dir.is_dir():
-        return None
-    first = fold_folder(folder, 0)
-    kfold = read_config(first).get("n_folds") if first.config.is_file() else None
-    if not isinstance(kfold, int) or kfold < 2:
-        return None
-    subs = [fold_folder(folder, i) for i in range(kfold)]
-    if not all(_fold_done(sub) for sub in subs):
-        return None
-    return pd.concat(
-        [read_checked_predictions(sub.val_predictions).assign(fold=i) for i, sub in enumerate(subs)],
-        ignore_index=True,
-    )
-
-
-def _train_fold(sub: RunFolder, config: dict[str, Any]) -> None:
-    """Train one fold in the foreground as a job of its own folder (same code path as a background
-    training job: run-folder lock, job slot, status). An interrupted fold resumes from its last
-    checkpoint."""
-    from core import jobs, train
-    from core.runs import write_config
-
-    cfg = train.TrainConfig.from_dict({k: v for k, v in config.items() if k not in ("kind", "classes")})
-    if not sub.config.is_file():
-        sub.root.mkdir(parents=True, exist_ok=True)
-        write_config(sub, {**cfg.to_dict(), "kind": "train"})
-    state = jobs.run_job(sub, lambda ctx: train.run_training(sub, ctx))
-    if state != "completed" or not sub.val_predictions.is_file():
-        status = read_status(sub)
-        raise RunError(
-            f"fold {sub.root.name} of {sub.root.parent.parent.name} ended {state}: "
-            f"{status.get('error') or 'no validation predictions'} (see {sub.log})"
-        )
-
-
 def label_issues(
     run: str | os.PathLike | RunFolder, kfold: int | None = None, progress: Progress | None = None
 ) -> pd.DataFrame:
@@ -488,6 +383,8 @@ def label_issues(
     folder = run if isinstance(run, RunFolder) else open_run(run)
     config = read_config(folder)
     if kfold:
+        from core.training.kfold import out_of_fold_predictions
+
         frame = out_of_fold_predictions(folder, kfold, progress)
         classes = class_names(config, len(probability_columns(frame)))
         task = str(config.get("task") or "class")

@@ -1,7 +1,7 @@
 """TrainConfig: everything one training run needs, as a typed dataclass with JSON in/out.
 
 ``from_dict`` rejects unknown keys and invalid values with a ConfigError naming the field, so a
-hand-edited config.json or a bad CLI flag fails before any data is read. Re-exported by core.train.
+hand-edited config.json or a bad CLI flag fails before any data is read. Re-exported by core.training.loop.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DEFAULT_IMG_SIZE = (128, 96)  # the competition baseline's height x width
 
 
 def _default_specs() -> tuple[list[dict], list[dict]]:
-    from core import transforms
+    from core.specs import transforms
 
     train, eval_ = transforms.preset("baseline", DEFAULT_IMG_SIZE)
     return list(train), list(eval_)
@@ -33,7 +33,7 @@ def _default_specs() -> tuple[list[dict], list[dict]]:
 class TrainConfig:
     data: str = "data/demo"  # dataset root (mask-status layout, class folders or a CSV manifest)
     task: str = "class"  # what to predict: "class" (18 classes) or one attribute: mask | gender | age
-    model: str = "small_cnn"  # backbone name from core.models.MODEL_NAMES
+    model: str = "small_cnn"  # backbone name from core.training.models.MODEL_NAMES
     pretrained: bool = False  # start from torchvision weights found in the local torch cache (never downloaded)
     train_spec: list = field(default_factory=lambda: _default_specs()[0])  # transform steps for training
     eval_spec: list = field(default_factory=lambda: _default_specs()[1])  # transform steps for validation/inference
@@ -103,7 +103,7 @@ class TrainConfig:
         _choice("loss", self.loss, LOSSES)
         _choice("device", self.device, DEVICES)
         _choice("cache", self.cache, CACHES)
-        from core.models import MODEL_NAMES, SMALL_CNN
+        from core.training.models import MODEL_NAMES, SMALL_CNN
 
         _choice("model", self.model, tuple(MODEL_NAMES))
         if self.pretrained and self.model == SMALL_CNN:
@@ -139,7 +139,7 @@ class TrainConfig:
             raise ConfigError(f"img_size: expected [height, width] as two integers, got {size!r}")
         if not all(8 <= v <= 4096 for v in size):
             raise ConfigError(f"img_size: each side must be between 8 and 4096 pixels, got {size}")
-        from core import transforms
+        from core.specs import transforms
 
         for name in ("train_spec", "eval_spec"):
             spec = getattr(self, name)
