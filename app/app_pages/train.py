@@ -13,10 +13,11 @@ import streamlit as st
 
 from app import train_ui, widgets
 from core import runs, settings
+from core.data.tasks import TASK_NAMES as TASKS
 from core.errors import WorkbenchError
 from core.runs import jobs
 from core.specs import transforms
-from core.training.config import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS, TrainConfig
+from core.training.config import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TrainConfig
 from core.training.models import MODEL_NAMES
 
 # How often the page re-draws while a job runs. Every re-draw costs the browser far more than the

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.data.tasks import TASK_NAMES
 from core.errors import ConfigError, SpecError
 
-TASKS = ("class", "mask", "gender", "age")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
 LOSSES = ("ce", "label_smoothing", "focal", "weighted_ce")
@@ -97,7 +97,7 @@ class TrainConfig:
     # ---- validation -------------------------------------------------------------------------------
 
     def validate(self) -> None:
-        _choice("task", self.task, TASKS)
+        _choice("task", self.task, TASK_NAMES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("loss", self.loss, LOSSES)
