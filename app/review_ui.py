@@ -14,8 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.data import thumbnails
-from core.evaluation import metrics, review
+from core.data import tasks, thumbnails
+from core.evaluation import review
 from core.runs.folder import RunFolder
 from core.training import kfold
 
@@ -110,7 +110,7 @@ def confusion_figure(matrix: np.ndarray, names: list[str], normalized: bool, hid
 
 
 def attribute_figure(matrix: np.ndarray, attribute: str, normalized: bool) -> go.Figure:
-    labels = _labels(list(metrics.ATTRIBUTE_VALUES[attribute]))
+    labels = _labels(list(tasks.ATTRIBUTE_NAMES[attribute]))
     text = [[f"{v:.0%}" if normalized else f"{int(v)}" for v in row] for row in matrix]
     fig = go.Figure(
         go.Heatmap(z=matrix, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues", showscale=False)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from core.__main__ import main
-from core.evaluation import metrics, review
+from core.data import tasks
+from core.evaluation import review
 from core.runs.folder import create_run_folder, write_config, write_predictions
 from tests.conftest import REPO_ROOT
 
@@ -100,14 +101,14 @@ def simulated_out_of_sample(frame: pd.DataFrame, true_labels: np.ndarray, seed: 
     rng = np.random.default_rng(seed)
     n = len(frame)
     probs = np.ones((n, 18))
-    for name, acc in zip(metrics.ATTRIBUTES, (0.95, 0.85, 0.75), strict=True):
-        values = len(metrics.ATTRIBUTE_VALUES[name])
-        truth = metrics.decode_attribute(true_labels, name)
+    for name, acc in zip(tasks.ATTRIBUTES, (0.95, 0.85, 0.75), strict=True):
+        values = len(tasks.ATTRIBUTE_NAMES[name])
+        truth = tasks.decode_attribute(true_labels, name)
         chosen = np.where(rng.random(n) < acc, truth, (truth + rng.integers(1, values, n)) % values)
         logits = rng.normal(0, 0.5, (n, values))
         logits[np.arange(n), chosen] += 3.0 * rng.uniform(0.5, 1.5, n)
         attr = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-        probs *= attr[:, metrics.attribute_class_index(name)]
+        probs *= attr[:, tasks.attribute_class_index(name)]
     probs /= probs.sum(axis=1, keepdims=True)
     out = frame[["path", "group", "label"]].copy()
     out["pred"] = probs.argmax(axis=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from core.data import tasks
 from core.evaluation import metrics
 
 
@@ -48,12 +49,12 @@ def test_confusion_counts_and_row_normalisation():
 
 def test_decode_attribute_matches_competition_encoding():
     labels = np.arange(18)
-    assert list(metrics.decode_attribute(labels, "mask")) == [0] * 6 + [1] * 6 + [2] * 6
-    assert list(metrics.decode_attribute(labels, "gender")) == ([0] * 3 + [1] * 3) * 3
-    assert list(metrics.decode_attribute(labels, "age")) == [0, 1, 2] * 6
+    assert list(tasks.decode_attribute(labels, "mask")) == [0] * 6 + [1] * 6 + [2] * 6
+    assert list(tasks.decode_attribute(labels, "gender")) == ([0] * 3 + [1] * 3) * 3
+    assert list(tasks.decode_attribute(labels, "age")) == [0, 1, 2] * 6
     assert metrics.replace_attribute(np.array([label(1, 0, 2)]), "gender", np.array([1]))[0] == label(1, 1, 2)
     with pytest.raises(ValueError):
-        metrics.decode_attribute(labels, "race")
+        tasks.decode_attribute(labels, "race")
 
 
 def test_attribute_matrices_for_crafted_predictions():

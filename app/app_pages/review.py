@@ -8,6 +8,7 @@ import streamlit as st
 from app import review_ui as ui
 from app import widgets
 from core import settings
+from core.data import tasks
 from core.errors import WorkbenchError
 from core.evaluation import metrics, review
 
@@ -96,7 +97,7 @@ f1, f2, f3, f4, f5 = st.columns([3, 3, 2, 2, 1])
 name_of = dict(enumerate(classes)).get
 true_filter = f1.multiselect("True class", list(range(k)), format_func=name_of, key="review_true")
 pred_filter = f2.multiselect("Predicted class", list(range(k)), format_func=name_of, key="review_pred")
-attribute = f3.selectbox("Wrong attribute", ["any", *metrics.ATTRIBUTES], key="review_attr") if competition else "any"
+attribute = f3.selectbox("Wrong attribute", ["any", *tasks.ATTRIBUTES], key="review_attr") if competition else "any"
 sort = f4.radio("Sort by", review.SORTS, horizontal=True, key="review_sort")
 page_size = f5.selectbox("Per page", PAGE_SIZES, index=PAGE_SIZES.index(24), key="review_page_size")
 

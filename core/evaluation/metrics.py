@@ -13,29 +13,13 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from core.data.datasets import ATTRIBUTE_NAMES, CLASS_NAMES
-
-# The competition encoding (core.data.datasets): class = mask * 6 + gender * 3 + age.
-ATTRIBUTES: tuple[str, ...] = ("mask", "gender", "age")
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {name: tuple(ATTRIBUTE_NAMES[name]) for name in ATTRIBUTES}
-NUM_COMPETITION_CLASSES = len(CLASS_NAMES)
-
-
-def decode_attribute(labels: np.ndarray | list[int], attribute: str) -> np.ndarray:
-    """The ``attribute`` value (mask 0-2, gender 0-1, age 0-2) of each 18-class label."""
-    labels = np.asarray(labels, dtype=np.int64)
-    if attribute == "mask":
-        return labels // 6
-    if attribute == "gender":
-        return (labels // 3) % 2
-    if attribute == "age":
-        return labels % 3
-    raise ValueError(f"unknown attribute {attribute!r}; expected one of {ATTRIBUTES}")
-
-
-def attribute_class_index(attribute: str) -> np.ndarray:
-    """For each of the 18 classes, its value of ``attribute`` (to sum class probabilities per value)."""
-    return decode_attribute(np.arange(NUM_COMPETITION_CLASSES), attribute)
+from core.data.tasks import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTES,
+    NUM_COMPETITION_CLASSES,
+    decode_attribute,
+    encode_attributes,
+)
 
 
 def replace_attribute(labels: np.ndarray, attribute: str, values: np.ndarray) -> np.ndarray:
@@ -43,7 +27,7 @@ def replace_attribute(labels: np.ndarray, attribute: str, values: np.ndarray) ->
     labels = np.asarray(labels, dtype=np.int64)
     parts = {name: decode_attribute(labels, name) for name in ATTRIBUTES}
     parts[attribute] = np.asarray(values, dtype=np.int64)
-    return parts["mask"] * 6 + parts["gender"] * 3 + parts["age"]
+    return encode_attributes(parts["mask"], parts["gender"], parts["age"])
 
 
 def accuracy(true: np.ndarray, pred: np.ndarray) -> float:
@@ -90,7 +74,7 @@ def attribute_confusions(true: np.ndarray, pred: np.ndarray, normalize: bool = F
     """Mask 3x3, gender 2x2 and age 3x3 confusion matrices derived from 18-class labels."""
     return {
         name: confusion(
-            decode_attribute(true, name), decode_attribute(pred, name), len(ATTRIBUTE_VALUES[name]), normalize
+            decode_attribute(true, name), decode_attribute(pred, name), len(ATTRIBUTE_NAMES[name]), normalize
         )
         for name in ATTRIBUTES
     }

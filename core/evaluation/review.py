@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.data import tasks
 from core.errors import RunError
 from core.evaluation import metrics
 from core.fsutil import atomic_write_text, spreadsheet_safe
@@ -79,7 +80,7 @@ def enrich(frame: pd.DataFrame, task: str | None, num_classes: int) -> pd.DataFr
         out["group"] = [Path(p).parent.name for p in out["path"]]
     if metrics.is_competition_task(task, num_classes):
         errors = metrics.attribute_errors(label, pred)
-        for name in metrics.ATTRIBUTES:
+        for name in tasks.ATTRIBUTES:
             out[f"err_{name}"] = errors[name].to_numpy()
         out["wrong"] = errors["wrong"].to_numpy()
     return out
@@ -230,8 +231,8 @@ def _attribute_probs(probs: np.ndarray, attribute: str, task: str | None) -> np.
     """Probabilities of the attribute's values: summed over 18 classes, or the task's own."""
     if task == attribute:
         return probs
-    index = metrics.attribute_class_index(attribute)
-    values = len(metrics.ATTRIBUTE_VALUES[attribute])
+    index = tasks.attribute_class_index(attribute)
+    values = len(tasks.ATTRIBUTE_NAMES[attribute])
     return np.stack([probs[:, index == v].sum(axis=1) for v in range(values)], axis=1)
 
 
@@ -240,7 +241,7 @@ def _person_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per image: the summed evidence of its person's photos against the person's ``attribute``
     value, and the image's label with that attribute replaced by the person's suggested value."""
-    attr_label = labels if task == attribute else metrics.decode_attribute(labels, attribute)
+    attr_label = labels if task == attribute else tasks.decode_attribute(labels, attribute)
     attr_log = _log(_attribute_probs(probs, attribute, task))
     groups = frame["group"].astype(str).to_numpy()
     person = pd.DataFrame(attr_log).groupby(groups, sort=False)
@@ -256,7 +257,7 @@ def _person_scores(
 
 def _changed_attributes(labels: np.ndarray, suggested: np.ndarray, task: str | None, num_classes: int) -> list[str]:
     if not metrics.is_competition_task(task, num_classes):
-        return [task if task in metrics.ATTRIBUTES else "class"] * len(labels)
+        return [task if task in tasks.ATTRIBUTES else "class"] * len(labels)
     return list(metrics.attribute_errors(labels, suggested)["wrong"])
 
 
@@ -352,8 +353,8 @@ def class_names(config: dict[str, Any], num_classes: int) -> list[str]:
         from core.data.datasets import CLASS_NAMES
 
         return list(CLASS_NAMES)
-    if task in metrics.ATTRIBUTES and len(metrics.ATTRIBUTE_VALUES[task]) == num_classes:
-        return list(metrics.ATTRIBUTE_VALUES[task])
+    if task in tasks.ATTRIBUTES and len(tasks.ATTRIBUTE_NAMES[task]) == num_classes:
+        return list(tasks.ATTRIBUTE_NAMES[task])
     if config.get("data"):
         from core.data import datasets
         from core.errors import WorkbenchError
