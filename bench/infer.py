@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from core import runs, settings  # noqa: E402
-from core.evaluation import checkpoints, infer  # noqa: E402
+from core.data import tasks  # noqa: E402
+from core.evaluation import infer  # noqa: E402
 from core.specs import transforms  # noqa: E402
 from core.training import models  # noqa: E402
 
@@ -58,7 +59,7 @@ def eval_folder(args: argparse.Namespace) -> Path:
 def make_run(parent: Path, model: str, img_size: tuple[int, int]) -> Path:
     """A run folder as training writes it (random weights: throughput does not depend on them)."""
     torch.manual_seed(0)
-    classes = checkpoints.task_classes("class")
+    classes = tasks.task_classes("class")
     net = models.build_model(model, len(classes), pretrained=False)
     train_spec, eval_spec = transforms.preset("baseline", img_size=img_size)
     folder = runs.create_run_folder(parent, run_id=f"bench-{model}")

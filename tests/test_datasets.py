@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import datasets
+from core.data import datasets, stats, tasks
 from core.errors import DatasetError
 from tests.imagefactory import corrupt_png_data, jpeg_bytes, png_bytes, raw_png, write
 
@@ -33,7 +33,9 @@ def make_mask_tree(root: Path, people=None, eval_ids=("a" * 40 + ".jpg",), missi
     images = root / "train" / "images"
     for folder in people:
         add_person(images, folder)
-    rows = ["id,gender,race,age,path"] + [f"{f.split('_')[0]},{f.split('_')[1]},Asian,{f.split('_')[3]},{f}" for f in people]
+    rows = ["id,gender,race,age,path"] + [
+        f"{f.split('_')[0]},{f.split('_')[1]},Asian,{f.split('_')[3]},{f}" for f in people
+    ]
     write(root / "train" / "train.csv", ("\n".join(rows) + "\n").encode())
     write(root / "train" / ".DS_Store", b"junk")
     write(images / "Thumbs.db", b"junk")
@@ -62,7 +64,7 @@ def test_mask_layout_detected_from_top_train_or_images(tmp_path, given):
     assert index.has_attributes
     assert len(index.frame) == 21
     assert index.problems == []  # junk (._ twins, .DS_Store, Thumbs.db) is skipped silently
-    assert index.classes == datasets.CLASS_NAMES
+    assert index.classes == list(tasks.CLASS_NAMES)
     assert index.eval is not None and len(index.eval.frame) == 1
 
 
@@ -72,7 +74,7 @@ def test_mask_layout_labels_and_columns(tmp_path):
     assert set(datasets.FRAME_COLUMNS) <= set(frame.columns)
     row = frame[(frame["group"] == "000001_female_Asian_45") & (frame["photo"] == "incorrect_mask")].iloc[0]
     assert (row["mask"], row["gender"], row["age_band"], row["age"]) == (1, 1, 1, 45)
-    assert row["label"] == datasets.encode_class(1, 1, 1) == 10
+    assert row["label"] == tasks.encode_class(1, 1, 1) == 10
     assert row["class_name"] == "Incorrect · Female · 30-59"
     assert row["person_id"] == "000001"
     assert row["rel"] == "train/images/000001_female_Asian_45/incorrect_mask.jpg"
@@ -83,11 +85,19 @@ def test_mask_layout_labels_and_columns(tmp_path):
     assert set(frame[frame["photo"] == "mask3"]["format"]) == {"PNG"}
 
 
-def test_class_helpers():
-    assert len(datasets.CLASS_NAMES) == 18 and datasets.CLASS_NAMES[0] == "Wear · Male · <30"
-    for label in range(18):
-        assert datasets.encode_class(*datasets.decode_class(label)) == label
-    assert [datasets.age_band(a) for a in (18, 29, 30, 59, 60)] == [0, 0, 1, 1, 2]
+def test_the_index_offers_only_its_own_tasks(tmp_path):
+    mask = datasets.scan(make_mask_tree(tmp_path / "ds"))
+    assert [t.name for t in mask.tasks()] == ["class", "mask", "gender", "age"]
+    assert [t.num_classes for t in mask.tasks()] == [18, 3, 2, 3]
+    for task in mask.tasks():
+        labels, names = mask.task_labels(task.name)
+        assert tuple(names) == task.classes and labels.max() < task.num_classes
+    write(tmp_path / "pets" / "cat" / "a.jpg", jpeg_bytes())
+    write(tmp_path / "pets" / "dog" / "b.jpg", jpeg_bytes())
+    pets = datasets.scan(tmp_path / "pets")
+    assert [(t.name, t.classes) for t in pets.tasks()] == [("class", ("cat", "dog"))]
+    with pytest.raises(DatasetError, match="unknown task"):
+        pets.task_labels("colour")
 
 
 def test_summary_is_the_scan_json_object(tmp_path):
@@ -95,7 +105,7 @@ def test_summary_is_the_scan_json_object(tmp_path):
     summary = datasets.scan(root).summary()
     assert summary["format"] == "mask"
     assert summary["n_images"] == 21
-    assert summary["classes"] == datasets.CLASS_NAMES
+    assert summary["classes"] == list(tasks.CLASS_NAMES)
     assert set(summary["class_counts"]) == {str(i) for i in range(18)}
     assert sum(summary["class_counts"].values()) == 21
     assert summary["class_counts"]["4"] == 5  # female 45: wear x5
@@ -366,13 +376,16 @@ def test_verify_decodes_everything_with_progress(tmp_path):
 
 def test_distributions_and_tables(tmp_path):
     index = datasets.scan(make_mask_tree(tmp_path / "ds"))
-    dist = datasets.class_distribution(index)
+    dist = stats.class_distribution(index)
     assert len(dist) == 18 and dist["images"].sum() == 21
-    assert datasets.imbalance_ratio(index) == float("inf")  # some of the 18 classes are empty
-    table = datasets.gender_age_table(index)
+    assert stats.imbalance_ratio(index) == float("inf")  # some of the 18 classes are empty
+    table = stats.gender_age_table(index)
     assert table.loc["Female", "30-59"] == 1 and table.loc["Male", "<30"] == 1 and table.loc["Male", "60+"] == 1
-    assert datasets.gender_age_table(index, unit="images").to_numpy().sum() == 21
-    sizes = datasets.size_table(index)
+    assert stats.gender_age_table(index, unit="images").to_numpy().sum() == 21
+    mask = stats.attribute_distribution(index, "mask")
+    assert mask.to_dict() == {"Wear": 15, "Incorrect": 3, "Not wear": 3}
+    assert index.summary()["attribute_counts"]["gender"] == {"Male": 14, "Female": 7}
+    sizes = stats.size_table(index)
     assert sizes.iloc[0].tolist() == [12, 16, 21]
     labels, names = index.task_labels("gender")
     assert names == ["Male", "Female"] and set(labels.tolist()) == {0, 1}
@@ -382,10 +395,10 @@ def test_channel_stats_on_solid_colours(tmp_path):
     root = tmp_path / "cls"
     for i in range(4):
         write(root / "a" / f"{i}.png", png_bytes(Image.new("RGB", (32, 32), (255, 0, 51))))
-    stats = datasets.channel_stats(datasets.scan(root), sample=10, seed=1)
-    assert stats["n"] == 4
-    assert np.allclose(stats["mean"], [1.0, 0.0, 0.2], atol=0.01)
-    assert np.allclose(stats["std"], [0, 0, 0], atol=0.01)
+    measured = stats.channel_stats(datasets.scan(root), sample=10, seed=1)
+    assert measured["n"] == 4
+    assert np.allclose(measured["mean"], [1.0, 0.0, 0.2], atol=0.01)
+    assert np.allclose(measured["std"], [0, 0, 0], atol=0.01)
 
 
 def test_demo_dataset_scans_clean(demo_root):

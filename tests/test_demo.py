@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.__main__ import main as cli_main
-from core.data import demo
+from core.data import demo, tasks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = {"mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"}
@@ -31,16 +31,12 @@ def real_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("._"))
 
 
-def band(age: int) -> int:
-    return 0 if age < 30 else 1 if age < 60 else 2
-
-
 def label_from_path(rel: str) -> int:
     """The label a user reads from the file path alone (folder name + photo name)."""
     folder, photo = Path(rel).parent.name, Path(rel).stem
     _, gender, age = FOLDER_RE.match(folder).groups()
     mask = 0 if photo.startswith("mask") else 1 if photo == "incorrect_mask" else 2
-    return mask * 6 + (gender == "female") * 3 + band(int(age))
+    return tasks.encode_class(mask, gender == "female", tasks.age_band(int(age)))
 
 
 def all_bytes(root: Path) -> dict[str, bytes]:
@@ -104,7 +100,7 @@ def test_real_quirks_are_present(demo_root):
 
 def test_every_class_is_present_even_in_a_tiny_set(demo_root):
     rows = read_csv(demo_root / "train" / "train.csv")
-    cells = {(r["gender"], band(int(r["age"]))) for r in rows}
+    cells = {(r["gender"], tasks.age_band(int(r["age"]))) for r in rows}
     assert len(cells) == 6  # so all 18 classes exist
 
 
@@ -128,7 +124,7 @@ def test_class_proportions_follow_the_real_data(people):
 
 def test_full_competition_size_plan_matches_the_table_exactly():
     persons = demo.plan_train(2700, seed=0, label_noise=0.0)
-    cells = Counter((p.given_gender, band(p.given_age)) for p in persons)
+    cells = Counter((p.given_gender, tasks.age_band(p.given_age)) for p in persons)
     assert cells == Counter(demo.REAL_PEOPLE)
 
 
@@ -215,7 +211,7 @@ def test_eval_truth_matches_info_csv(tmp_path):
     assert [r["ImageID"] for r in answers] == [r["ImageID"] for r in info]
     for r in answers:
         label = int(r["ans"])
-        assert label == int(r["mask"]) * 6 + int(r["gender"]) * 3 + band(int(r["age"]))
+        assert label == tasks.encode_class(int(r["mask"]), int(r["gender"]), tasks.age_band(int(r["age"])))
     # Each eval person has all three mask states: 5 wear, 1 incorrect, 1 not wear.
     per_person = Counter((r["person"], r["mask"]) for r in answers)
     assert all(per_person[(str(p), "0")] == 5 and per_person[(str(p), "1")] == 1 for p in range(3))

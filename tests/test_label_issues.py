@@ -131,7 +131,7 @@ def test_planted_demo_errors_rank_on_top(noisy_demo):
     precisions, restored_shares = [], []
     for seed in range(4):
         preds = simulated_out_of_sample(frame, true_labels, seed)
-        issues = review.suspected_label_errors(preds, datasets.CLASS_NAMES, "class")
+        issues = review.suspected_label_errors(preds, list(tasks.CLASS_NAMES), "class")
         precisions.append(review.precision_at_k(issues["path"], planted))
         # The suggestion restores the true label for most planted errors near the top.
         top = issues.head(len(planted))

@@ -192,6 +192,27 @@ def test_label_issues_from_a_run_folder(tmp_path):
         review.label_issues(empty.root)
 
 
+def test_a_runs_class_names_come_from_its_config_or_its_task(tmp_path):
+    """The recorded class list wins; else the competition's names when the count fits; else numbers."""
+    probs = one_hot_ish([0, 1, 2], 3, [0.9, 0.8, 0.7])
+    frame = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "label": [0, 1, 2], "pred": [0, 1, 2]})
+    frame = frame.assign(**{f"p{i}": probs[:, i] for i in range(3)})
+    cases = [
+        ({"task": "class", "classes": ["cat", "dog", "eel"]}, ["cat", "dog", "eel"], "class"),
+        ({"task": "mask"}, ["Wear", "Incorrect", "Not wear"], "mask"),
+        ({"task": "age", "classes": ["too", "few"]}, ["<30", "30-59", "60+"], "age"),
+        ({"task": "class"}, ["0", "1", "2"], "class"),
+        ({}, ["0", "1", "2"], "class"),
+    ]
+    for i, (config, names, task) in enumerate(cases):
+        run = create_run_folder(tmp_path, f"r{i}")
+        write_config(run, {"kind": "train", **config})
+        write_predictions(run.val_predictions, frame)
+        got_frame, got_names, got_task = review.run_predictions(run.root)
+        assert (got_names, got_task) == (names, task), config
+        assert len(got_frame) == 3
+
+
 def test_person_photos_from_the_folder_or_the_index(tmp_path):
     from PIL import Image
 

@@ -24,7 +24,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from core.data import datasets
+    from core.data import datasets, stats
 
     progress = _progress_printer() if args.verify else None
     index = datasets.scan(args.root, verify=args.verify, progress=progress)
@@ -32,7 +32,7 @@ def run_scan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
     else:
-        print(format_summary(summary, datasets.imbalance_ratio(index)))
+        print(format_summary(summary, stats.imbalance_ratio(index)))
     return 0
 
 

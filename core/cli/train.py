@@ -12,6 +12,8 @@ from pathlib import Path
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
+    from core.data.tasks import TASK_NAMES
+
     p = sub.add_parser(
         "train",
         help="train a model in the foreground (resumes a stopped run)",
@@ -20,7 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="run folder (models/<run-id>); created when it does not exist")
     p.add_argument("--config", help="a TrainConfig JSON file (fields as in config.json)")
     p.add_argument("--data", help="dataset root")
-    p.add_argument("--task", choices=("class", "mask", "gender", "age"))
+    p.add_argument("--task", choices=TASK_NAMES, help="what to predict: every class, or one competition attribute")
     p.add_argument("--model", help="backbone, e.g. small_cnn, resnet18")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, dest="max_steps", help="optimizer steps instead of epochs (0 = epochs)")

@@ -1,21 +1,10 @@
 """Dataset formats -> DatasetIndex (pandas frame) + problems. No pixel decoding.
 
-CONTRACT (other modules code against these names):
-
-Competition constants (mask-status layout)::
-
-    MASK_NAMES = ("Wear", "Incorrect", "Not wear"); GENDER_NAMES = ("Male", "Female");
-    AGE_NAMES = ("<30", "30-59", "60+")
-    encode_class(mask, gender, age_band) -> int        # mask*6 + gender*3 + age_band
-    decode_class(label) -> (mask, gender, age_band)
-    CLASS_NAMES: list[str]                             # 18 names like "Wear · Male · <30"
-    age_band(age_years) -> int
-    TASKS = ("class", "mask", "gender", "age")         # 18 classes or one attribute
+CONTRACT (other modules code against these names). Tasks, class names and the 18-class encoding
+live in core.data.tasks; the page's statistics in core.data.stats; folder walking and ``Problem`` in
+core.data.tree; the eval folder (``EvalSet``, ``scan_eval``) in core.data.evalset.
 
     @dataclass Problem: path: str, kind: str, message: str      # kind e.g. "truncated", "missing_photo"
-
-    @dataclass EvalSet: root: Path, info_csv: Path, frame: pd.DataFrame (ImageID, path, exists), missing: list[str]
-        (+ problems: list[Problem])
 
     @dataclass DatasetIndex:
         root: Path                  # resolved dataset root as given by the user (a CSV's folder)
@@ -33,17 +22,15 @@ Competition constants (mask-status layout)::
         has_attributes: bool        # True for the mask layout
         manifest: Path | None       # the CSV manifest for the csv format
 
-        task_labels(task) -> (np.ndarray[int], list[str])   # labels and class names for a TASK
+        task_labels(task) -> (np.ndarray[int], list[str])   # labels and class names for a task name
+        tasks() -> list[Task]       # the tasks this dataset supports (core.data.tasks.dataset_tasks)
+        attribute_counts(attribute) -> pd.Series             # images per attribute value name
         summary() -> dict          # the `scan --json` object (see the foundation issue)
 
     scan(root, verify=False, progress=None) -> DatasetIndex
         # detects the format (mask layout given as its top, train/ or train/images/; class folders;
         # a CSV manifest path,label[,group] as the file or a folder holding it). Raises DatasetError for a
         # root that does not exist or holds no images. progress(done, total) is called when verify.
-    scan_eval(root) -> EvalSet      # an eval folder (info.csv + images/), or a top folder holding eval/
-
-Page helpers (pure pandas): class_distribution, attribute_distribution, gender_age_table,
-imbalance_ratio, size_table, channel_stats(index, sample=200, seed=0, progress=None).
 
 Problem kinds: from headers "empty", "truncated", "not_image", "bomb", "unreadable" (and "undecodable"
 with verify); from the tree "missing_photo", "bad_folder_name", "unexpected_file", "duplicate",
@@ -55,9 +42,8 @@ from __future__ import annotations
 
 import csv
 import os
-import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,20 +52,31 @@ import numpy as np
 import pandas as pd
 
 from core.data import images
+from core.data.evalset import EvalSet, scan_eval
+from core.data.tasks import (
+    ATTRIBUTE_COLUMNS,
+    ATTRIBUTE_NAMES,
+    ATTRIBUTES,
+    CLASS_NAMES,
+    CLASS_TASK,
+    MASK_INCORRECT,
+    MASK_NOT_WEAR,
+    MASK_WEAR,
+    TASK_NAMES,
+    Task,
+    age_band,
+    dataset_tasks,
+    encode_class,
+)
+from core.data.tree import FolderTree, Problem
 from core.errors import DatasetError, ImageError
 
-MASK_NAMES = ("Wear", "Incorrect", "Not wear")
-GENDER_NAMES = ("Male", "Female")
-AGE_NAMES = ("<30", "30-59", "60+")
-CLASS_NAMES: list[str] = [f"{m} · {g} · {a}" for m in MASK_NAMES for g in GENDER_NAMES for a in AGE_NAMES]
-TASKS = ("class", "mask", "gender", "age")
-ATTRIBUTE_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
-ATTRIBUTE_COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_band"}
-
 # The seven photos of a person and their mask state.
-PHOTO_MASK = {"mask1": 0, "mask2": 0, "mask3": 0, "mask4": 0, "mask5": 0, "incorrect_mask": 1, "normal": 2}
+PHOTO_MASK = {**{f"mask{i}": MASK_WEAR for i in range(1, 6)}, "incorrect_mask": MASK_INCORRECT, "normal": MASK_NOT_WEAR}
 PHOTOS = tuple(PHOTO_MASK)
 
+# How person folders spell the gender: file-format words, in the encoding's gender order.
+FOLDER_GENDERS = ("male", "female")
 # `{id}_{gender}_{race}_{age}`; real ids include a suffix such as 001498-1.
 PERSON_RE = re.compile(r"^(?P<id>\d+(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[^_]+)_(?P<age>\d{1,3})$", re.I)
 
@@ -94,37 +91,6 @@ ProgressFn = Callable[[int, int], None]
 HEADER_THREADS = 4
 
 
-def encode_class(mask: int, gender: int, age_band: int) -> int:
-    return int(mask) * 6 + int(gender) * 3 + int(age_band)
-
-
-def decode_class(label: int) -> tuple[int, int, int]:
-    label = int(label)
-    return label // 6, (label // 3) % 2, label % 3
-
-
-def age_band(age_years: int) -> int:
-    """0: under 30, 1: 30 to 59, 2: 60 and over."""
-    age_years = int(age_years)
-    return 0 if age_years < 30 else (1 if age_years < 60 else 2)
-
-
-@dataclass
-class Problem:
-    path: str  # the file or folder at fault (relative to the dataset root when inside it)
-    kind: str  # short machine-readable reason, see the module docstring
-    message: str  # what is wrong and what to do
-
-
-@dataclass
-class EvalSet:
-    root: Path  # the eval folder
-    info_csv: Path  # its info.csv (ImageID,ans)
-    frame: pd.DataFrame  # ImageID, path (absolute), exists; same rows and order as info.csv
-    missing: list[str]  # ImageIDs whose file is absent (or refused)
-    problems: list[Problem] = field(default_factory=list)
-
-
 @dataclass
 class DatasetIndex:
     root: Path
@@ -136,18 +102,28 @@ class DatasetIndex:
     has_attributes: bool = False
     manifest: Path | None = None
 
+    def tasks(self) -> list[Task]:
+        """The tasks this dataset supports: the mask layout's four, or its own classes alone."""
+        return dataset_tasks(self.classes, self.has_attributes)
+
     def task_labels(self, task: str) -> tuple[np.ndarray, list[str]]:
-        """Integer labels per row and the class names for ``task`` (one of TASKS)."""
-        if task not in TASKS:
-            raise DatasetError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-        if task == "class":
+        """Integer labels per row and the class names for ``task`` (a name from core.data.tasks)."""
+        if task not in TASK_NAMES:
+            raise DatasetError(f"unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}")
+        if task == CLASS_TASK:
             return self.frame["label"].to_numpy(dtype=np.int64), list(self.classes)
         if not self.has_attributes:
             raise DatasetError(
                 f"task {task!r} needs the mask-status layout (person folders); this {self.format} dataset has "
-                "only classes: use the task 'class'"
+                f"only classes: use the task {CLASS_TASK!r}"
             )
         return self.frame[ATTRIBUTE_COLUMNS[task]].to_numpy(dtype=np.int64), list(ATTRIBUTE_NAMES[task])
+
+    def attribute_counts(self, attribute: str) -> pd.Series:
+        """Images per value name of ``attribute`` ("mask", "gender" or "age"), zeros included."""
+        names = ATTRIBUTE_NAMES[attribute]
+        counts = self.frame[ATTRIBUTE_COLUMNS[attribute]].value_counts()
+        return pd.Series([int(counts.get(i, 0)) for i in range(len(names))], index=list(names), name=attribute)
 
     def summary(self) -> dict:
         """The ``scan --json`` object."""
@@ -165,8 +141,7 @@ class DatasetIndex:
         }
         if self.has_attributes:
             out["attribute_counts"] = {
-                attr: {name: int(n) for name, n in attribute_distribution(self, attr).items()}
-                for attr in ATTRIBUTE_NAMES
+                attr: {name: int(n) for name, n in self.attribute_counts(attr).items()} for attr in ATTRIBUTES
             }
         if self.eval is not None:
             out["eval"] = {"rows": int(len(self.eval.frame)), "missing": list(self.eval.missing)}
@@ -192,81 +167,6 @@ class _Candidate:
     photo: str = ""
 
 
-class _Tree:
-    """Walks a dataset folder: junk skipped, symlinks kept inside the root, loops cut, problems noted."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.root_str = str(root)
-        self.problems: list[Problem] = []
-        self._visited: set[tuple[int, int]] = set()
-
-    def display(self, path: str) -> str:
-        prefix = self.root_str + os.sep
-        return path[len(prefix) :] if path.startswith(prefix) else path
-
-    def problem(self, path: str, kind: str, message: str) -> None:
-        self.problems.append(Problem(self.display(path), kind, message))
-
-    def inside(self, path: str) -> bool:
-        return path == self.root_str or path.startswith(self.root_str + os.sep)
-
-    def entries(self, folder: str) -> list[os.DirEntry]:
-        """Non-junk entries of ``folder`` sorted by name; symlinks that leave the root are reported."""
-        try:
-            with os.scandir(folder) as it:
-                found = sorted((e for e in it if not images.is_junk(e.name)), key=lambda e: e.name)
-        except OSError as err:
-            self.problem(folder, "unreadable", f"cannot list the folder ({err.strerror}); check its permissions")
-            return []
-        kept = []
-        for entry in found:
-            if entry.is_symlink() and not self._link_ok(entry):
-                continue
-            kept.append(entry)
-        return kept
-
-    def _link_ok(self, entry: os.DirEntry) -> bool:
-        target = os.path.realpath(entry.path)
-        if not self.inside(target):
-            self.problem(entry.path, "outside_root", "symbolic link pointing outside the dataset folder; skipped")
-            return False
-        if not os.path.exists(target):
-            self.problem(entry.path, "broken_link", "symbolic link to a missing file; skipped")
-            return False
-        return True
-
-    def first_visit(self, entry_or_path: os.DirEntry | str) -> bool:
-        """False (and a problem when reached through a link) for a folder already walked: loops end."""
-        try:
-            st = entry_or_path.stat() if isinstance(entry_or_path, os.DirEntry) else os.stat(entry_or_path)
-        except OSError:
-            return False
-        key = (st.st_dev, st.st_ino)
-        if key in self._visited:
-            path = entry_or_path.path if isinstance(entry_or_path, os.DirEntry) else entry_or_path
-            self.problem(path, "symlink_loop", "folder reached a second time through a symbolic link; skipped")
-            return False
-        self._visited.add(key)
-        return True
-
-    def walk_files(self, folder: str) -> Iterator[os.DirEntry]:
-        """Every non-junk file under ``folder`` (recursively, links followed inside the root)."""
-        if not self.first_visit(folder):
-            return
-        stack = [folder]
-        while stack:
-            current = stack.pop()
-            subdirs = []
-            for entry in self.entries(current):
-                if entry.is_dir():
-                    if self.first_visit(entry):
-                        subdirs.append(entry.path)
-                elif entry.is_file():
-                    yield entry
-            stack.extend(reversed(subdirs))
-
-
 def scan(root: str | os.PathLike, verify: bool = False, progress: ProgressFn | None = None) -> DatasetIndex:
     """Index a dataset (see the module contract). Headers only unless ``verify`` (full decode, with progress)."""
     given = Path(root).expanduser()
@@ -274,7 +174,7 @@ def scan(root: str | os.PathLike, verify: bool = False, progress: ProgressFn | N
         raise DatasetError(f"{given}: no such folder or file; give a dataset folder (or a CSV manifest)")
     resolved = given.resolve()
     fmt, base, manifest, eval_dir = _detect(resolved)
-    tree = _Tree(resolved if resolved.is_dir() else base)
+    tree = FolderTree(resolved if resolved.is_dir() else base)
     if fmt == "mask":
         candidates = _mask_candidates(tree, base, manifest)
     elif fmt == "csv":
@@ -349,7 +249,7 @@ def _csv_header(path: Path) -> list[str]:
         return []
 
 
-def _mask_candidates(tree: _Tree, images_dir: Path, train_csv: Path | None) -> list[_Candidate]:
+def _mask_candidates(tree: FolderTree, images_dir: Path, train_csv: Path | None) -> list[_Candidate]:
     candidates: list[_Candidate] = []
     seen_folders: set[str] = set()
     if not tree.first_visit(str(images_dir)):
@@ -373,14 +273,14 @@ def _mask_candidates(tree: _Tree, images_dir: Path, train_csv: Path | None) -> l
         if not tree.first_visit(person):
             continue
         seen_folders.add(person.name)
-        gender = GENDER_NAMES.index(match["gender"].capitalize())
+        gender = FOLDER_GENDERS.index(match["gender"].lower())
         candidates.extend(_person_photos(tree, person, match["id"], gender, age))
     if train_csv is not None:
         _check_train_csv(tree, train_csv, seen_folders)
     return candidates
 
 
-def _person_photos(tree: _Tree, person: os.DirEntry, person_id: str, gender: int, age: int) -> list[_Candidate]:
+def _person_photos(tree: FolderTree, person: os.DirEntry, person_id: str, gender: int, age: int) -> list[_Candidate]:
     photos: dict[str, os.DirEntry] = {}
     for entry in tree.entries(person.path):
         stem, ext = os.path.splitext(entry.name)
@@ -406,14 +306,21 @@ def _person_photos(tree: _Tree, person: os.DirEntry, person_id: str, gender: int
         )  # fmt: skip
     return [
         _Candidate(
-            path=entry.path, rel=tree.display(entry.path), class_key="", group=person.name,
-            person_id=person_id, mask=PHOTO_MASK[photo], gender=gender, age=age, photo=photo,
+            path=entry.path,
+            rel=tree.display(entry.path),
+            class_key="",
+            group=person.name,
+            person_id=person_id,
+            mask=PHOTO_MASK[photo],
+            gender=gender,
+            age=age,
+            photo=photo,
         )  # fmt: skip
         for photo, entry in sorted(photos.items(), key=lambda kv: PHOTOS.index(kv[0]))
     ]
 
 
-def _check_train_csv(tree: _Tree, train_csv: Path, seen: set[str]) -> None:
+def _check_train_csv(tree: FolderTree, train_csv: Path, seen: set[str]) -> None:
     """Folders that train.csv lists but the disk lacks (the folders themselves are the labels' source)."""
     try:
         listed = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
@@ -427,7 +334,7 @@ def _check_train_csv(tree: _Tree, train_csv: Path, seen: set[str]) -> None:
             tree.problem(str(train_csv), "missing_folder", f"train.csv lists {folder!r}, which is not in images/")
 
 
-def _folder_candidates(tree: _Tree) -> list[_Candidate]:
+def _folder_candidates(tree: FolderTree) -> list[_Candidate]:
     candidates: list[_Candidate] = []
     if not tree.first_visit(tree.root_str):
         return candidates
@@ -451,7 +358,7 @@ def _folder_candidates(tree: _Tree) -> list[_Candidate]:
     return candidates
 
 
-def _csv_candidates(tree: _Tree, manifest: Path) -> list[_Candidate]:
+def _csv_candidates(tree: FolderTree, manifest: Path) -> list[_Candidate]:
     try:
         table = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -495,8 +402,9 @@ def _csv_candidates(tree: _Tree, manifest: Path) -> list[_Candidate]:
     return candidates
 
 
-def _read_headers(tree: _Tree, candidates: list[_Candidate]) -> list[tuple[_Candidate, images.ImageHeader]]:
+def _read_headers(tree: FolderTree, candidates: list[_Candidate]) -> list[tuple[_Candidate, images.ImageHeader]]:
     """Headers of every candidate; failures become problems. Threads overlap the file system waits."""
+
     def one(cand: _Candidate):
         try:
             return cand, images.read_header(cand.path)
@@ -522,8 +430,9 @@ def _read_headers(tree: _Tree, candidates: list[_Candidate]) -> list[tuple[_Cand
     return kept
 
 
-def _verify_rows(tree: _Tree, rows: list, progress: ProgressFn | None) -> list:
+def _verify_rows(tree: FolderTree, rows: list, progress: ProgressFn | None) -> list:
     """Decode every kept image once (Pillow releases the GIL while decoding, so threads use both cores)."""
+
     def one(item):
         try:
             images.verify(item[0].path)
@@ -554,7 +463,7 @@ def _class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def _build_index(tree: _Tree, fmt: str, rows: list, manifest: Path | None) -> DatasetIndex:
+def _build_index(tree: FolderTree, fmt: str, rows: list, manifest: Path | None) -> DatasetIndex:
     if fmt == "mask":
         classes = list(CLASS_NAMES)
     else:
@@ -564,7 +473,7 @@ def _build_index(tree: _Tree, fmt: str, rows: list, manifest: Path | None) -> Da
     for cand, header in rows:
         if fmt == "mask":
             band = age_band(cand.age)
-            label = cand.mask * 6 + cand.gender * 3 + band
+            label = encode_class(cand.mask, cand.gender, band)
         else:
             band, label = -1, label_of[cand.class_key]
         records.append((
@@ -580,136 +489,3 @@ def _build_index(tree: _Tree, fmt: str, rows: list, manifest: Path | None) -> Da
         format=fmt, frame=frame, classes=classes, problems=tree.problems,
         has_attributes=fmt == "mask", manifest=manifest,
     )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------------------
-# Eval set
-
-
-def scan_eval(root: str | os.PathLike) -> EvalSet:
-    """The eval folder (info.csv with ImageID[,ans] + images/) or a top folder holding eval/."""
-    folder = Path(root).expanduser().resolve()
-    if not (folder / "info.csv").is_file() and (folder / "eval" / "info.csv").is_file():
-        folder = folder / "eval"
-    info = folder / "info.csv"
-    if not info.is_file():
-        raise DatasetError(f"{folder}: no info.csv; an eval folder holds info.csv (ImageID,ans) and images/")
-    try:
-        table = pd.read_csv(info, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise DatasetError(f"{info}: cannot read the CSV ({err})") from err
-    if "ImageID" not in table.columns:
-        raise DatasetError(f"{info}: no ImageID column; found {', '.join(map(str, table.columns)) or 'nothing'}")
-    images_dir = folder / "images"
-    images_str = str(images_dir.resolve()) if images_dir.is_dir() else str(images_dir)
-    try:
-        present = {e.name for e in os.scandir(images_dir)} if images_dir.is_dir() else set()
-    except OSError:
-        present = set()
-    problems: list[Problem] = []
-    paths, exists, missing = [], [], []
-    seen: set[str] = set()
-    for image_id in table["ImageID"].astype(str):
-        name = image_id.strip()
-        full = os.path.join(images_str, name)
-        ok = name in present and not images.is_junk(name)
-        if not ok and name and ("/" in name or os.sep in name or name.startswith("..")):
-            ok = False
-            problems.append(
-                Problem(f"{folder.name}/info.csv: {name}", "outside_root", "ImageID is not a plain file name; refused")
-            )
-        elif not ok:
-            problems.append(
-                Problem(f"{folder.name}/images/{name}", "eval_missing", "listed in info.csv but the file is absent")
-            )
-        if name in seen:
-            problems.append(Problem(f"{folder.name}/info.csv: {name}", "duplicate", "ImageID listed twice in info.csv"))
-        seen.add(name)
-        paths.append(full)
-        exists.append(ok)
-        if not ok:
-            missing.append(name)
-    frame = pd.DataFrame({"ImageID": table["ImageID"].astype(str), "path": paths, "exists": exists})
-    return EvalSet(root=folder, info_csv=info, frame=frame, missing=missing, problems=problems)
-
-
-# ----------------------------------------------------------------------------------------------
-# Page helpers: distributions and statistics
-
-
-def class_distribution(index: DatasetIndex) -> pd.DataFrame:
-    """label, class_name, images, people: one row per class (zeros included), in label order."""
-    frame = index.frame
-    images = frame["label"].value_counts()
-    people = frame.groupby("label")["group"].nunique()
-    return pd.DataFrame(
-        {
-            "label": range(len(index.classes)),
-            "class_name": index.classes,
-            "images": [int(images.get(i, 0)) for i in range(len(index.classes))],
-            "people": [int(people.get(i, 0)) for i in range(len(index.classes))],
-        }
-    )
-
-
-def attribute_distribution(index: DatasetIndex, attribute: str) -> pd.Series:
-    """Images per value name of ``attribute`` ("mask", "gender" or "age"), zeros included."""
-    names = ATTRIBUTE_NAMES[attribute]
-    counts = index.frame[ATTRIBUTE_COLUMNS[attribute]].value_counts()
-    return pd.Series([int(counts.get(i, 0)) for i in range(len(names))], index=list(names), name=attribute)
-
-
-def gender_age_table(index: DatasetIndex, unit: str = "people") -> pd.DataFrame:
-    """Gender (rows) x age band (columns): people (one per group) or images."""
-    frame = index.frame
-    if unit == "people":
-        frame = frame.drop_duplicates("group")
-    table = pd.crosstab(frame["gender"], frame["age_band"]).reindex(index=[0, 1], columns=[0, 1, 2], fill_value=0)
-    table.index = list(GENDER_NAMES)
-    table.columns = list(AGE_NAMES)
-    return table.astype("int64")
-
-
-def imbalance_ratio(index: DatasetIndex) -> float:
-    """Largest class / smallest non-empty class (inf when a class is empty)."""
-    counts = class_distribution(index)["images"]
-    smallest = int(counts.min())
-    return float("inf") if smallest == 0 else float(counts.max()) / smallest
-
-
-def size_table(index: DatasetIndex) -> pd.DataFrame:
-    """width, height, images: one row per distinct (upright) size, most common first."""
-    table = index.frame.groupby(["width", "height"]).size().reset_index(name="images")
-    return table.sort_values(["images", "width", "height"], ascending=[False, True, True]).reset_index(drop=True)
-
-
-def channel_stats(
-    index: DatasetIndex, sample: int = 200, seed: int = 0, progress: ProgressFn | None = None, side: int = 128
-) -> dict:
-    """Per-channel mean/std (0..1 scale, RGB) over a random sample, decoded at reduced size.
-
-    Returns {"mean": [r, g, b], "std": [r, g, b], "n": images used}: the values for Normalize.
-    """
-    paths = list(index.frame["path"])
-    chosen = random.Random(seed).sample(paths, min(sample, len(paths)))
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    pixels = 0
-    used = 0
-    for done, path in enumerate(chosen, start=1):
-        try:
-            im = images.open_rgb(path, min_size=(side, side))
-        except ImageError:
-            continue
-        arr = np.asarray(im, dtype=np.float64).reshape(-1, 3) / 255.0
-        total += arr.sum(0)
-        total_sq += (arr * arr).sum(0)
-        pixels += arr.shape[0]
-        used += 1
-        if progress:
-            progress(done, len(chosen))
-    if not pixels:
-        raise DatasetError("no readable image in the sample; check the problems table")
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean * mean, 0.0))
-    return {"mean": [round(float(v), 4) for v in mean], "std": [round(float(v), 4) for v in std], "n": used}

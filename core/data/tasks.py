@@ -21,12 +21,14 @@ import numpy as np
 from core.errors import ConfigError
 
 MASK_NAMES = ("Wear", "Incorrect", "Not wear")
+MASK_WEAR, MASK_INCORRECT, MASK_NOT_WEAR = 0, 1, 2  # the mask digit's values, in MASK_NAMES order
 GENDER_NAMES = ("Male", "Female")
 AGE_NAMES = ("<30", "30-59", "60+")
 ATTRIBUTES = ("mask", "gender", "age")  # in the order of the encoding's digits
 ATTRIBUTE_NAMES: dict[str, tuple[str, ...]] = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
 ATTRIBUTE_COLUMNS = {"mask": "mask", "gender": "gender", "age": "age_band"}  # the DatasetIndex frame's columns
 ATTRIBUTE_TITLES = {"mask": "mask state", "gender": "gender", "age": "age band"}
+PERSON_ATTRIBUTES = ("gender", "age")  # the same on all of a person's photos (the mask state changes)
 CLASS_NAMES: tuple[str, ...] = tuple(f"{m} · {g} · {a}" for m in MASK_NAMES for g in GENDER_NAMES for a in AGE_NAMES)
 NUM_COMPETITION_CLASSES = len(CLASS_NAMES)
 
@@ -158,6 +160,12 @@ def _is_competition_list(name: str, classes: tuple[str, ...]) -> bool:
         return competition_task(name).classes == classes
     except ConfigError:
         return False
+
+
+def is_competition_task(task: str | None, num_classes: int) -> bool:
+    """True for predictions over the 18 mask × gender × age classes (attribute views and person-level
+    scoring apply); a run's task may be unset (older runs), which means its own classes."""
+    return task in (None, CLASS_TASK) and num_classes == NUM_COMPETITION_CLASSES
 
 
 def task_classes(name: str) -> list[str]:

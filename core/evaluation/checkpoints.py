@@ -14,24 +14,10 @@ from typing import Any
 import torch
 
 from core import runs
+from core.data.tasks import task_classes
 from core.errors import CheckpointError, ConfigError
 
 IMPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
-
-
-def task_classes(task: str) -> list[str]:
-    """Class names of a task: the 18 competition classes or one attribute's values."""
-    from core.data import datasets
-
-    names = {
-        "class": list(datasets.CLASS_NAMES),
-        "mask": list(datasets.MASK_NAMES),
-        "gender": list(datasets.GENDER_NAMES),
-        "age": list(datasets.AGE_NAMES),
-    }
-    if task not in names:
-        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(names)}")
-    return names[task]
 
 
 def read_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -61,7 +47,9 @@ def read_state_dict(file: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj = obj[key]
             break
     if not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise CheckpointError(f"{file.name}: holds no state_dict (a dict of tensors, or one under 'model'/'state_dict')")
+        raise CheckpointError(
+            f"{file.name}: holds no state_dict (a dict of tensors, or one under 'model'/'state_dict')"
+        )
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj

@@ -50,7 +50,7 @@ ISSUE_COLUMNS = ["path", "label", "suggested", "score"]
 ISSUE_EXPORT_COLUMNS = [
     *ISSUE_COLUMNS, "group", "kind", "attribute", "label_name", "suggested_name", "given_prob", "suggested_prob",
     "confident",
-]
+]  # fmt: skip
 Progress = Callable[[int, int, str], None]
 
 
@@ -78,7 +78,7 @@ def enrich(frame: pd.DataFrame, task: str | None, num_classes: int) -> pd.DataFr
     out["true_prob"] = probs[rows, label] if len(out) else np.zeros(0)
     if "group" not in out.columns:
         out["group"] = [Path(p).parent.name for p in out["path"]]
-    if metrics.is_competition_task(task, num_classes):
+    if tasks.is_competition_task(task, num_classes):
         errors = metrics.attribute_errors(label, pred)
         for name in tasks.ATTRIBUTES:
             out[f"err_{name}"] = errors[name].to_numpy()
@@ -220,9 +220,9 @@ def _log(probs: np.ndarray) -> np.ndarray:
 
 def _person_attributes(task: str | None, num_classes: int) -> list[str]:
     """Attributes constant within a person that can be scored per person."""
-    if metrics.is_competition_task(task, num_classes):
-        return ["gender", "age"]
-    if task in ("gender", "age"):
+    if tasks.is_competition_task(task, num_classes):
+        return list(tasks.PERSON_ATTRIBUTES)
+    if task in tasks.PERSON_ATTRIBUTES:
         return [task]
     return []
 
@@ -256,8 +256,8 @@ def _person_scores(
 
 
 def _changed_attributes(labels: np.ndarray, suggested: np.ndarray, task: str | None, num_classes: int) -> list[str]:
-    if not metrics.is_competition_task(task, num_classes):
-        return [task if task in tasks.ATTRIBUTES else "class"] * len(labels)
+    if not tasks.is_competition_task(task, num_classes):
+        return [task if task in tasks.ATTRIBUTES else tasks.CLASS_TASK] * len(labels)
     return list(metrics.attribute_errors(labels, suggested)["wrong"])
 
 
@@ -342,38 +342,17 @@ def runs_with_predictions(models_dir: str | os.PathLike) -> list[RunFolder]:
     return [run for run in list_run_folders(models_dir) if run.val_predictions.is_file()]
 
 
-def class_names(config: dict[str, Any], num_classes: int) -> list[str]:
-    """The run's class names: its config's ``classes``, else the competition's names for its task,
-    else the classes of its dataset, else the class numbers."""
-    given = [str(c) for c in config.get("classes") or []]
-    if len(given) == num_classes:
-        return given
-    task = str(config.get("task") or "class")
-    if metrics.is_competition_task(task, num_classes):
-        from core.data.datasets import CLASS_NAMES
-
-        return list(CLASS_NAMES)
-    if task in tasks.ATTRIBUTES and len(tasks.ATTRIBUTE_NAMES[task]) == num_classes:
-        return list(tasks.ATTRIBUTE_NAMES[task])
-    if config.get("data"):
-        from core.data import datasets
-        from core.errors import WorkbenchError
-
-        try:
-            found = datasets.scan(config["data"]).classes
-        except (WorkbenchError, OSError):
-            found = []
-        if len(found) == num_classes:
-            return list(found)
-    return [str(i) for i in range(num_classes)]
+def _run_task(config: dict[str, Any], predictions: pd.DataFrame) -> tasks.Task:
+    """The run's task with its class names, from its config and its predictions' class count."""
+    return tasks.run_task(config.get("task"), config.get("classes"), len(probability_columns(predictions)))
 
 
 def run_predictions(run: str | os.PathLike | RunFolder) -> tuple[pd.DataFrame, list[str], str]:
     """(predictions, class names, task) of a run folder. Raises RunError when it has none."""
     folder = run if isinstance(run, RunFolder) else open_run(run)
-    config = read_config(folder)
     frame = read_checked_predictions(folder.val_predictions)
-    return frame, class_names(config, len(probability_columns(frame))), str(config.get("task") or "class")
+    task = _run_task(read_config(folder), frame)
+    return frame, list(task.classes), task.name
 
 
 def label_issues(
@@ -382,13 +361,11 @@ def label_issues(
     """Suspected label errors of a run: from its validation predictions, or with ``kfold`` from
     out-of-sample predictions for every training image. Most suspicious first."""
     folder = run if isinstance(run, RunFolder) else open_run(run)
-    config = read_config(folder)
-    if kfold:
-        from core.training.kfold import out_of_fold_predictions
-
-        frame = out_of_fold_predictions(folder, kfold, progress)
-        classes = class_names(config, len(probability_columns(frame)))
-        task = str(config.get("task") or "class")
-    else:
+    if not kfold:
         frame, classes, task = run_predictions(folder)
-    return suspected_label_errors(frame, classes, task)
+        return suspected_label_errors(frame, classes, task)
+    from core.training.kfold import out_of_fold_predictions
+
+    frame = out_of_fold_predictions(folder, kfold, progress)
+    task = _run_task(read_config(folder), frame)
+    return suspected_label_errors(frame, list(task.classes), task.name)
