@@ -32,10 +32,24 @@ def test_per_class_report_agrees_with_sklearn_and_keeps_absent_classes():
     assert list(report["name"]) == names
     np.testing.assert_allclose(report["precision"], p)
     np.testing.assert_allclose(report["recall"], r)
-    np.testing.assert_allclose(report["f1"], f)
+    np.testing.assert_allclose(report["f1"][:4], f[:4])
     assert list(report["support"]) == [2, 2, 3, 1, 0]
     assert list(report["predicted"]) == [2, 3, 1, 2, 0]
-    assert report.loc[4, "f1"] == 0.0
+    assert np.isnan(report.loc[4, "f1"])  # no images, never predicted: not counted by macro F1
+    assert report["f1"].mean() == pytest.approx(metrics.macro_f1(TRUE, PRED))
+
+
+def test_per_class_f1_counts_the_classes_macro_f1_counts():
+    # Class 2 is absent from validation but predicted (counted, F1 0); class 4 is absent from both (not counted).
+    true = np.array([0, 0, 1, 1, 3, 3])
+    pred = np.array([0, 1, 1, 2, 3, 3])
+    per_class = metrics.per_class_f1(true, pred, 5)
+    assert np.isnan(per_class[4]) and per_class[2] == 0.0
+    np.testing.assert_allclose(per_class[:4], [2 / 3, 0.5, 0.0, 1.0])  # by hand: 2TP / (2TP + FP + FN)
+    assert np.nanmean(per_class) == pytest.approx(metrics.macro_f1(true, pred))
+    assert metrics.macro_f1(true, pred) == pytest.approx(f1_score(true, pred, average="macro"))
+    assert metrics.counted_classes(true, pred).tolist() == [0, 1, 2, 3]
+    assert np.isnan(metrics.per_class_f1(np.array([], int), np.array([], int), 3)).all()
 
 
 def test_confusion_counts_and_row_normalisation():

@@ -16,8 +16,8 @@ from core.data import demo
 from core.errors import ConfigError, JobCancelled
 from core.specs import transforms
 from core.training.config import TrainConfig
-from core.training.loader import CachedSource, DecodeSource, make_source, open_or_build_cache
-from core.training.loop import lr_factor, run_training, split_indices
+from core.training.loader import Batch, CachedSource, DecodeSource, make_source, open_or_build_cache
+from core.training.loop import evaluate, lr_factor, run_training, split_indices
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +120,24 @@ def test_lr_schedule_warms_up_then_follows_the_scheduler():
     assert factors[-1] < 0.01
     step = TrainConfig(warmup_steps=0, scheduler="step", step_size=2, gamma=0.5)
     assert [lr_factor(s, step, spe=10, total_steps=100) for s in (0, 19, 20, 40)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_val_f1_is_the_mean_of_the_counted_per_class_f1():
+    """Class 3 has no validation image and is never predicted: like scikit-learn's macro F1 (the
+    leaderboard's), it is not counted, and its per-class entry says so with None."""
+    from sklearn.metrics import f1_score
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    pred = [0, 1, 1, 1, 2, 0]
+    logits = torch.nn.functional.one_hot(torch.tensor(pred), 4).float() * 5  # the model is the identity
+    batches = [Batch(logits[:4], np.arange(4)), Batch(logits[4:], np.arange(4, 6))]
+    result = evaluate(torch.nn.Identity(), batches, labels, 4, torch.device("cpu"))
+    assert result.f1_per_class[3] is None
+    assert result.f1_per_class[:3] == pytest.approx([0.5, 0.8, 2 / 3])  # by hand: 2TP / (2TP + FP + FN)
+    counted = result.f1_per_class[:3]
+    assert result.f1 == pytest.approx(sum(counted) / 3)
+    assert result.f1 == pytest.approx(f1_score(labels.numpy(), pred, average="macro"))
+    assert result.acc == pytest.approx(4 / 6) and result.preds.tolist() == pred
 
 
 # ---- split ----------------------------------------------------------------------------------------------
@@ -251,6 +269,9 @@ def test_short_cpu_run_learns_the_mask_state(demo40, tmp_path):
     assert set(logged["threads"]) <= {1, os.cpu_count()}, "the measured choice is one thread or all cores"
     assert logged["step"].tolist() == list(range(5, 61, 5))
     assert all(len(v) == 3 for v in val["val_f1_per_class"])
+    for f1, per_class in zip(val["val_f1"], val["val_f1_per_class"], strict=True):  # one definition of F1
+        counted = [v for v in per_class if v is not None]
+        assert f1 == pytest.approx(sum(counted) / len(counted))
     assert ctx.beats[-1]["step"] == 60 or any(b["step"] == 60 for b in ctx.beats)
 
     best = runs.load_checkpoint(run.best_checkpoint)
@@ -332,3 +353,17 @@ def test_missing_pretrained_weights_fail_the_run_before_any_work(demo_root, tmp_
     finally:
         torch.hub.set_dir(before)
     assert not (tmp_path / "cache" / "decoded").exists()
+
+
+def test_a_class_folder_run_records_and_reviews_its_class_names(tmp_path):
+    from core.evaluation import review
+
+    for name in ("cats", "dogs", "owls"):
+        write_images(tmp_path / "pets" / name, n=8)
+    run = make_run(tmp_path / "models", "pets", data=str(tmp_path / "pets"), epochs=1, batch_size=8,
+                   **small_specs(32, 24))  # fmt: skip
+    run_training(run, Ctx())
+    assert runs.read_config(run)["classes"] == ["cats", "dogs", "owls"]
+    _, classes, task = review.run_predictions(run)
+    assert classes == ["cats", "dogs", "owls"] and task == "class"
+    TrainConfig.from_dict(runs.read_config(run))  # the recorded list is not a setting: still a valid config

@@ -16,9 +16,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from core.data.tasks import (
     ATTRIBUTE_NAMES,
     ATTRIBUTES,
-    NUM_COMPETITION_CLASSES,
     decode_attribute,
     encode_attributes,
+    is_competition_task,
 )
 
 
@@ -34,17 +34,43 @@ def accuracy(true: np.ndarray, pred: np.ndarray) -> float:
     return float(accuracy_score(true, pred)) if len(true) else 0.0
 
 
+# F1, defined once. The leaderboard scores scikit-learn's f1_score(average="macro") without labels=,
+# which averages over the classes present in y_true or y_pred: a class with no images that is never
+# predicted does not count (rather than counting as 0 and lowering the score). per_class_f1 reports
+# the same per-class values and NaN for the classes that do not count, so the mean of its counted
+# (non-NaN) values is exactly macro_f1. Training's val_f1 / val_f1_per_class and the review page's
+# per-class table both come from here.
+
+
+def counted_classes(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The classes macro F1 averages over: those present in ``true`` or ``pred``, sorted."""
+    return np.union1d(np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64))
+
+
 def macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
-    """Macro F1 over the classes present in ``true`` or ``pred`` (the leaderboard's metric)."""
+    """Macro F1 over the classes present in ``true`` or ``pred`` (the leaderboard's metric); 0.0 for no images."""
     return float(f1_score(true, pred, average="macro", zero_division=0)) if len(true) else 0.0
 
 
+def per_class_f1(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """F1 of each class 0..num_classes-1, NaN for a class macro_f1 does not count (absent from both
+    ``true`` and ``pred``); ``np.nanmean`` of the result equals ``macro_f1(true, pred)``."""
+    out = np.full(num_classes, np.nan)
+    if len(true):
+        counted = counted_classes(true, pred)
+        scores = f1_score(true, pred, labels=counted, average=None, zero_division=0)
+        inside = counted < num_classes  # a label beyond the class list has no slot to report in
+        out[counted[inside]] = scores[inside]
+    return out
+
+
 def per_class_report(true: np.ndarray, pred: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """One row per class: class (index), name, precision, recall, f1, support, predicted (count)."""
+    """One row per class: class (index), name, precision, recall, f1, support, predicted (count).
+
+    ``f1`` is per_class_f1: NaN for a class with no images that is never predicted (not counted by macro F1)."""
     labels = np.arange(len(class_names))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        true, pred, labels=labels, zero_division=0
-    )
+    precision, recall, _, support = precision_recall_fscore_support(true, pred, labels=labels, zero_division=0)
+    f1 = per_class_f1(true, pred, len(class_names))
     predicted = np.bincount(np.asarray(pred, dtype=np.int64), minlength=len(labels))[: len(labels)]
     return pd.DataFrame(
         {
@@ -94,11 +120,6 @@ def attribute_errors(true: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
     names = np.array(ATTRIBUTES)
     frame["wrong"] = ["+".join(names[row]) for row in frame[list(ATTRIBUTES)].to_numpy()]
     return frame
-
-
-def is_competition_task(task: str | None, num_classes: int) -> bool:
-    """Attribute views apply only to the 18-class mask-status task."""
-    return task in (None, "class") and num_classes == NUM_COMPETITION_CLASSES
 
 
 @dataclass

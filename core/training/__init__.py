@@ -1,8 +1,10 @@
 """Training: the typed config, the loop, the input loader and decoded cache, models, CPU threads, k-fold.
 
-Modules: ``config`` (TrainConfig), ``loop`` (run_training, train_one_epoch, evaluate), ``loader``
-(decoded sources and the uint8 cache), ``models`` (backbones), ``cputhreads`` (ThreadGovernor),
-``kfold`` (out-of-fold predictions).
+Modules: ``config`` (TrainConfig), ``loop`` (run_training: prepare → epoch → end of epoch; train_one_epoch,
+evaluate), ``state`` (TrainState: step, best score, log window, RNG — into and out of a checkpoint),
+``parts`` (model, loss, optimizer, scheduler, scaler, device), ``split`` (train/validation split by
+person, epoch order, the batch offset a resume replays), ``loader`` (decoded sources and the uint8
+cache), ``models`` (backbones), ``cputhreads`` (ThreadGovernor), ``kfold`` (out-of-fold predictions).
 """
 
 from core._exports import lazy_exports
@@ -14,6 +16,9 @@ __getattr__, __dir__ = lazy_exports(
         "run_training": "loop",
         "train_one_epoch": "loop",
         "evaluate": "loop",
+        "TrainState": "state",
+        "TrainParts": "parts",
+        "split_indices": "split",
         "make_source": "loader",
         "build_model": "models",
         "MODEL_NAMES": "models",
