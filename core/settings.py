@@ -7,6 +7,8 @@
 | WORKBENCH_SUBMISSIONS_DIR   | ./submissions      | where prediction jobs and submission.csv files go    |
 | WORKBENCH_SPECS_DIR         | ./specs            | named train/eval transform spec pairs (Augmentations page) |
 | WORKBENCH_CACHE_DIR         | ./.cache           | thumbnails and decoded-image caches                  |
+| WORKBENCH_THUMBNAIL_CACHE_MB| 512                | thumbnail disk cache budget; least recently used out first; 0 = off |
+| WORKBENCH_DECODED_CACHE_MB  | 4096               | decoded-image (memmap) cache budget, kept with core.cachebudget |
 | WORKBENCH_MAX_JOBS          | 1                  | background jobs that may run at once                 |
 | WORKBENCH_TRAIN_THREADS     | 0 (measured)       | torch CPU threads for training; fixed for bit-exact resumes |
 | WORKBENCH_UPLOAD_MAX_MEMBERS| 100000             | zip upload: most members                             |
@@ -54,6 +56,10 @@ class Settings:
     upload_max_members: int = 100_000  # zip upload limits, see core.data.archive
     upload_max_bytes: int = 4 << 30
     upload_max_ratio: int = 200
+    thumbnail_cache_mb: int = 512  # thumbnail disk cache (one SQLite file): LRU-evicted past this many MiB
+    # <cache_dir>/decoded/ memmaps, LRU-evicted past this many MiB: the full competition train set at
+    # half resolution (18,900 x 192x256x3) is ~2.8 GB, so one such cache and a few small ones fit.
+    decoded_cache_mb: int = 4096
     extra: dict = field(default_factory=dict)
 
 
@@ -61,9 +67,7 @@ def load() -> Settings:
     """Read the settings from the environment (call again after changing it)."""
     roots_raw = os.environ.get("WORKBENCH_DATA_ROOTS") or "data"
     roots = tuple(
-        (Path(p) if Path(p).is_absolute() else Path.cwd() / p).resolve()
-        for p in roots_raw.split(os.pathsep)
-        if p
+        (Path(p) if Path(p).is_absolute() else Path.cwd() / p).resolve() for p in roots_raw.split(os.pathsep) if p
     )
     return Settings(
         data_roots=roots,
@@ -76,6 +80,8 @@ def load() -> Settings:
         upload_max_members=_int("WORKBENCH_UPLOAD_MAX_MEMBERS", 100_000),
         upload_max_bytes=_int("WORKBENCH_UPLOAD_MAX_BYTES", 4 << 30),
         upload_max_ratio=_int("WORKBENCH_UPLOAD_MAX_RATIO", 200),
+        thumbnail_cache_mb=max(0, _int("WORKBENCH_THUMBNAIL_CACHE_MB", 512)),
+        decoded_cache_mb=max(0, _int("WORKBENCH_DECODED_CACHE_MB", 4096)),
     )
 
 
@@ -103,4 +109,6 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and others have no mallopt
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(
+        mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
+    )

@@ -15,7 +15,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Predict with each run's own eval transforms. With an eval folder (info.csv + images/) "
         "the output is submission.csv (ImageID,ans); probabilities and a summary are written beside it.",
     )
-    p.add_argument("--run", action="append", default=[], metavar="RUN", help="run folder or run id (repeat for an ensemble)")
+    p.add_argument(
+        "--run", action="append", default=[], metavar="RUN", help="run folder or run id (repeat for an ensemble)"
+    )
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--data", help="eval folder with info.csv, a folder of images, or a dataset")
     p.add_argument("--out", help="output CSV (submission.csv for an eval folder)")
@@ -101,16 +103,19 @@ def _predict_job(folder: Path, batch_size: int, device: str | None) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from core.evaluation.submission import validate_submission
+    from core.evaluation.submission import submission_warnings, validate_submission
 
     problems = validate_submission(args.file, args.info)
+    warnings = submission_warnings(args.file)
     if problems:
         print(f"{args.file}: {len(problems)} problem(s)")
         for problem in problems:
             print(f"- {problem}")
-        return 1
-    print(f"{args.file}: valid")
-    return 0
+    else:
+        print(f"{args.file}: valid")
+    for warning in warnings:  # the file stays valid: a warning never changes the exit status
+        print(f"warning: {warning}")
+    return 1 if problems else 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:

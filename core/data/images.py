@@ -4,6 +4,7 @@ CONTRACT (other modules code against these names):
 
     IMAGE_EXTENSIONS: frozenset[str]         # lower-case, with dot: .jpg .jpeg .png .bmp .webp .gif .tif .tiff
     MAX_PIXELS: int                          # above this a file is a decompression bomb: refused, never decoded
+    MAX_DECODED_BYTES: int                   # likewise for pixels x bytes per decoded pixel (16-bit gray: 2)
     is_junk(name: str) -> bool               # AppleDouble "._x", dotfiles, Thumbs.db, desktop.ini
     is_image_name(name: str) -> bool         # by extension, junk excluded
 
@@ -15,7 +16,9 @@ CONTRACT (other modules code against these names):
     open_rgb(path, min_size=None) -> PIL.Image.Image
         # RGB, EXIF-transposed; 16-bit scaled to 8-bit (not clipped); RGBA/LA/P composited on white;
         # CMYK converted; bombs refused (ImageError kind "bomb"). When min_size=(h, w) is given,
-        # JPEGs are draft-decoded at the smallest libjpeg scale whose result still covers (h, w).
+        # JPEGs are draft-decoded at the smallest libjpeg scale whose result still covers (h, w),
+        # and 16/32-bit images are box-reduced by the largest integer factor that still covers it
+        # before their conversion to 8 bits (which works on slices of rows, never the whole image).
     load_resized(path, size_hw) -> np.ndarray  # uint8 HxWx3 at exactly size_hw (draft + resize)
     thumbnail_jpeg(path, max_side=160, quality=80) -> bytes
         # small JPEG bytes (a few KB), draft decoded; cached in memory (LRU) and on disk under
@@ -47,6 +50,13 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 
 # 64 megapixels: 8000x8000. Real photos are far below; a few-KB file declaring more is a bomb.
 MAX_PIXELS: int = 64_000_000
+
+# Pixels alone do not bound memory: Pillow holds a decoded pixel in 1 byte (1, L, P), 2 (16-bit gray)
+# or 4 (everything else). 8000x8000 at 4 bytes each is the most a decode may take (256 MB).
+MAX_DECODED_BYTES: int = 4 * MAX_PIXELS
+# 16/32-bit gray and float images: converted to 8 bits in slices of this many pixels (~1 MB each).
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+_SLICE_PIXELS = 1 << 18
 
 # Pillow's own guard, set consistently: it warns above MAX_IMAGE_PIXELS and raises above twice that.
 # Every path here checks width*height against MAX_PIXELS before decoding, so the warning is redundant.
@@ -130,6 +140,30 @@ def _check_pixels(path: str, width: int, height: int) -> None:
         )  # fmt: skip
 
 
+def _check_decoded_bytes(path: str, width: int, height: int, bytes_per_pixel: int) -> None:
+    decoded = width * height * bytes_per_pixel
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(
+            path, "bomb",
+            f"decodes to {decoded:,} bytes ({width}x{height} pixels of {bytes_per_pixel} bytes), more than the "
+            f"{MAX_DECODED_BYTES:,} allowed; not decoded",
+        )  # fmt: skip
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per decoded pixel in ``mode``."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _png_bytes_per_pixel(bit_depth: int, colour_type: int) -> int:
+    """Pillow's bytes per pixel for a PNG's IHDR: 16-bit gray stays 16-bit, other 16-bit PNGs become 8-bit."""
+    if colour_type == 0:  # gray
+        return 2 if bit_depth == 16 else 1
+    return 1 if colour_type == 3 else 4  # palette; RGB, gray+alpha and RGBA are held in 4 bytes
+
+
 def _truncated(path: str, what: str) -> ImageError:
     return ImageError(path, "truncated", f"truncated {what} (no end marker); copy the file again")
 
@@ -184,6 +218,8 @@ def _png_header(path: str, fd: int, head: bytes, size: int) -> ImageHeader:
     if len(head) < 24 or head[12:16] != b"IHDR":
         raise _truncated(path, "PNG") if len(head) < 24 else ImageError(path, "unreadable", "corrupt PNG header")
     width, height = struct.unpack_from(">II", head, 16)
+    _check_pixels(path, width, height)
+    _check_decoded_bytes(path, width, height, _png_bytes_per_pixel(bit_depth=head[24], colour_type=head[25]))
     orientation = 1
     # Chunks before the image data may hold an eXIf chunk (rare; honoured like a JPEG's EXIF).
     pos = 8
@@ -259,6 +295,7 @@ def _open_pil(path: str | os.PathLike) -> Image.Image:
         raise ImageError(path, "unreadable", f"cannot read the image header ({err})") from err
     try:
         _check_pixels(path, *im.size)
+        _check_decoded_bytes(path, *im.size, _bytes_per_pixel(im.mode))
     except ImageError:
         im.close()
         raise
@@ -290,16 +327,33 @@ def open_rgb(path: str | os.PathLike, min_size: tuple[int, int] | None = None) -
     read_header(path)  # cheap, and refuses bombs and truncated files before Pillow sees them
     with _open_pil(path) as im:
         orientation = _pil_orientation(im)
-        if min_size is not None and im.format == "JPEG":
-            want_h, want_w = min_size
+        want = None
+        if min_size is not None:
+            want = (max(1, int(min_size[0])), max(1, int(min_size[1])))
             if orientation in _SWAPS_AXES:
-                want_h, want_w = want_w, want_h
+                want = (want[1], want[0])
+        if want is not None and im.format == "JPEG":
             # draft keeps both sides >= the request, picking libjpeg's smallest such 1/2, 1/4, 1/8 scale.
-            im.draft("RGB", (max(1, int(want_w)), max(1, int(want_h))))
+            im.draft("RGB", (want[1], want[0]))
         _load(im, path)
-        rgb = to_rgb(im)
+        if want is not None and im.mode in _HIGH_DEPTH_MODES:
+            # Reduce while still 16/32-bit, so an 8000x8000 16-bit PNG's thumbnail converts a few
+            # thousand pixels, not 64 million (its int64 conversion used to cost 1.6 GB and 11-16 s).
+            rgb = to_rgb(_box_reduced(im, want))
+        else:
+            rgb = to_rgb(im)
     method = _TRANSPOSE.get(orientation)
     return rgb.transpose(method) if method is not None else rgb
+
+
+def _box_reduced(im: Image.Image, want_hw: tuple[int, int]) -> Image.Image:
+    """``im`` averaged over factor x factor boxes, the largest integer factor whose result still covers want."""
+    width, height = im.size
+    factor = min(width // want_hw[1], height // want_hw[0])
+    if factor < 2:
+        return im
+    # Image.reduce refuses 16-bit modes; a BOX resize is the same average and accepts them all.
+    return im.resize((width // factor, height // factor), Image.Resampling.BOX)
 
 
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does).
@@ -319,22 +373,42 @@ def to_rgb(im: Image.Image) -> Image.Image:
     mode = im.mode
     if mode == "RGB":
         return im.copy() if im.readonly else im
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im, dtype=np.int64)
-        # 16-bit sources (PNG "I;16"/"I") are scaled 0..65535 -> 0..255 rather than clipped to white.
-        top = 65535 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255
-        gray = np.clip(arr * 255 // top, 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, "L").convert("RGB")
-    if mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
-        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in _HIGH_DEPTH_MODES:
+        return _high_depth_to_gray(im).convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in im.info
     if has_alpha:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def _high_depth_to_gray(im: Image.Image) -> Image.Image:
+    """16/32-bit gray or float -> 8-bit gray, a slice of rows at a time (never a whole-image int64 copy).
+
+    16-bit sources are scaled 0..65535 -> 0..255 rather than clipped to white (so is a 32-bit one with
+    values above 255); floats in 0..1 are scaled by 255.
+    """
+    high = im.getextrema()[1]
+    if im.mode == "F":
+        factor = 255.0 if high <= 1.0 else 1.0
+
+        def scale(block: np.ndarray) -> np.ndarray:
+            return np.clip(block * factor, 0, 255)
+    else:
+        top = 65535 if (im.mode.startswith("I;16") or high > 255) else 255
+
+        def scale(block: np.ndarray) -> np.ndarray:
+            # clipped first, so the product fits in int32 (65535 * 255 < 2**31)
+            return np.clip(block, 0, top).astype(np.int32) * 255 // top
+
+    width, height = im.size
+    gray = np.empty((height, width), np.uint8)
+    rows = max(1, _SLICE_PIXELS // width)
+    for first in range(0, height, rows):
+        block = np.asarray(im.crop((0, first, width, min(height, first + rows))))
+        gray[first : first + block.shape[0]] = scale(block)
+    return Image.fromarray(gray, "L")
 
 
 def load_resized(path: str | os.PathLike, size_hw: tuple[int, int]) -> np.ndarray:

@@ -2,6 +2,11 @@
 
 Pages show pages of these rather than full photos (``st.image`` of many PIL images grows memory).
 Images are opened through ``core.data.images``, the one place that decodes them.
+
+The disk cache is bounded by bytes (``settings.thumbnail_cache_mb``, WORKBENCH_THUMBNAIL_CACHE_MB,
+0 turns it off): every row records its size and when it was last used, and every ``CHECK_EVERY_PUTS``
+writes (and once per connection) the total is summed from an index and the least recently used
+rows are deleted down to 90% of the budget. ``trim_disk_cache`` does the same on demand.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +31,10 @@ THUMBNAIL_DRAFT_SLACK = 0.8  # see _make_thumbnail
 _MEMORY_ENTRIES = 4096  # ~4 KB each: a bounded ~16 MB shared by every session of the app
 _memory: OrderedDict[tuple, bytes] = OrderedDict()
 _memory_lock = threading.Lock()
+CHECK_EVERY_PUTS = 200  # how often the disk cache's total is checked against its budget
+_TRIM_TO = 0.9  # eviction goes below the budget, so the next check does not evict again at once
+_TOUCH_AFTER_S = 60  # a hit refreshes its row's last use at most this often (a hit stays a read)
+_puts_since_check = 0
 
 
 def _thumb_key(path: str | os.PathLike, max_side: int, quality: int) -> tuple:
@@ -48,6 +58,21 @@ def _cache_dir_for(_env: str | None, _cwd: str) -> Path:
     return settings.load().cache_dir / "thumbs"
 
 
+def _disk_budget_bytes() -> int:
+    return _budget_for(os.environ.get("WORKBENCH_THUMBNAIL_CACHE_MB"))
+
+
+@lru_cache(maxsize=8)
+def _budget_for(_env: str | None) -> int:
+    from core import settings
+
+    return max(0, settings.load().thumbnail_cache_mb) << 20
+
+
+def _now() -> int:
+    return int(time.time())
+
+
 def thumbnail_jpeg(path: str | os.PathLike, max_side: int = 160, quality: int = 80) -> bytes:
     """Small upright JPEG bytes fitting in ``max_side`` x ``max_side``; cached in memory and on disk."""
     key = _thumb_key(path, max_side, quality)
@@ -57,7 +82,7 @@ def thumbnail_jpeg(path: str | os.PathLike, max_side: int = 160, quality: int = 
             _memory.move_to_end(key)
             return hit
     digest = hashlib.sha1(repr(key).encode("utf-8", "surrogateescape")).hexdigest()
-    db = _disk_cache(_cache_dir())
+    db = _disk_cache(_cache_dir()) if _disk_budget_bytes() > 0 else None
     data = _disk_get(db, digest)
     if data is None:
         data = _make_thumbnail(path, max_side, quality)
@@ -95,32 +120,94 @@ def _disk_cache(folder: Path) -> sqlite3.Connection | None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(folder / "thumbs.sqlite3", timeout=5, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("CREATE TABLE IF NOT EXISTS thumbs (key TEXT PRIMARY KEY, data BLOB NOT NULL)")
+            _prepare(con)
         except (sqlite3.Error, OSError):
             con = False  # remembered per thread: no disk cache in this folder
         conns[folder] = con
+        if con:
+            try:
+                _trim(con, _disk_budget_bytes())  # once per connection: a cache left over budget shrinks
+            except sqlite3.Error:
+                pass  # busy: the periodic check will do it
     return con or None
+
+
+def _prepare(con: sqlite3.Connection) -> None:
+    # Deleted rows give their pages back to the file system (auto_vacuum applies to a new file).
+    con.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    columns = {row[1] for row in con.execute("PRAGMA table_info(thumbs)")}
+    if columns and "accessed" not in columns:
+        # A cache from before the budget: dropped (it is only a cache) and the file compacted once.
+        con.execute("DROP TABLE thumbs")
+        con.execute("VACUUM")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS thumbs (key TEXT PRIMARY KEY, data BLOB NOT NULL, "
+        "size INTEGER NOT NULL, accessed INTEGER NOT NULL)"
+    )
+    # Covers the budget check and the eviction order, so neither reads a thumbnail's bytes.
+    con.execute("CREATE INDEX IF NOT EXISTS thumbs_by_use ON thumbs (accessed, size)")
 
 
 def _disk_get(db: sqlite3.Connection | None, digest: str) -> bytes | None:
     if db is None:
         return None
     try:
-        row = db.execute("SELECT data FROM thumbs WHERE key = ?", (digest,)).fetchone()
+        row = db.execute("SELECT data, accessed FROM thumbs WHERE key = ?", (digest,)).fetchone()
+        if row is None or bytes(row[0][-2:]) != b"\xff\xd9":
+            return None
+        now = _now()
+        if row[1] < now - _TOUCH_AFTER_S:
+            db.execute("UPDATE thumbs SET accessed = ? WHERE key = ?", (now, digest))
     except sqlite3.Error:
         return None
-    return bytes(row[0]) if row and bytes(row[0][-2:]) == b"\xff\xd9" else None
+    return bytes(row[0])
 
 
 def _disk_put(db: sqlite3.Connection | None, digest: str, data: bytes) -> None:
+    global _puts_since_check
     if db is None:
         return
     try:
-        db.execute("INSERT OR REPLACE INTO thumbs (key, data) VALUES (?, ?)", (digest, data))
+        db.execute(
+            "INSERT OR REPLACE INTO thumbs (key, data, size, accessed) VALUES (?, ?, ?, ?)",
+            (digest, data, len(data), _now()),
+        )
+        _puts_since_check += 1
+        if _puts_since_check >= CHECK_EVERY_PUTS:
+            _puts_since_check = 0
+            _trim(db, _disk_budget_bytes())
     except sqlite3.Error:
         pass
+
+
+def _trim(db: sqlite3.Connection, budget: int) -> int:
+    """Delete the least recently used rows until the cache holds 90% of ``budget`` bytes; rows removed."""
+    total = db.execute("SELECT COALESCE(SUM(size), 0) FROM thumbs").fetchone()[0]
+    if total <= budget:
+        return 0
+    excess = total - int(budget * _TRIM_TO)
+    removed = db.execute(
+        "DELETE FROM thumbs WHERE rowid IN (SELECT id FROM (SELECT rowid AS id, "
+        "SUM(size) OVER (ORDER BY accessed, rowid ROWS UNBOUNDED PRECEDING) - size AS before FROM thumbs) "
+        "WHERE before < ?)",
+        (excess,),
+    ).rowcount
+    db.execute("PRAGMA incremental_vacuum")
+    return removed
+
+
+def trim_disk_cache(max_bytes: int | None = None) -> int:
+    """Evict least recently used thumbnails from the disk cache down to 90% of ``max_bytes`` (default:
+    the settings' budget) when it holds more; returns the number of thumbnails removed."""
+    db = _disk_cache(_cache_dir())
+    if db is None:
+        return 0
+    try:
+        return _trim(db, _disk_budget_bytes() if max_bytes is None else int(max_bytes))
+    except sqlite3.Error:
+        return 0
 
 
 def _make_thumbnail(path: str | os.PathLike, max_side: int, quality: int) -> bytes:

@@ -6,6 +6,10 @@ The competition's rule: a submission is ``info.csv`` with ``ans`` filled in — 
 same order, exactly the columns ``ImageID,ans``, an integer class in ``0..17`` per row, and no index
 column. Everything here is checked against that rule, and each problem is reported in words that
 say which row or column is wrong and what to do.
+
+Ids are written exactly as info.csv has them, as the format needs, even one starting with ``=``,
+``+``, ``-`` or ``@`` that a spreadsheet would run as a formula: ``formula_warnings`` (and
+``submission_warnings`` for a file) say so, for the Submission page and ``validate-submission``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import SubmissionError
-from core.fsutil import atomic_write_text
+from core.fsutil import atomic_write_text, looks_like_formula
 
 COLUMNS = ("ImageID", "ans")
 NUM_CLASSES = 18
 _MAX_LISTED = 5  # problems name at most this many rows/ids, then a count
-_INTEGER = re.compile(r"^\d+$")
+_INTEGER = re.compile(r"[0-9]+")  # fullmatch; ASCII only: int() also takes "\u0663"
 
 
 def read_info(info_csv: str | os.PathLike) -> pd.DataFrame:
@@ -45,7 +49,9 @@ def _listed(items: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def validate_submission(path: str | os.PathLike, info_csv: str | os.PathLike, num_classes: int = NUM_CLASSES) -> list[str]:
+def validate_submission(
+    path: str | os.PathLike, info_csv: str | os.PathLike, num_classes: int = NUM_CLASSES
+) -> list[str]:
     """Problems with the submission at ``path`` against ``info_csv``, in words; ``[]`` when it is valid."""
     path = Path(path)
     info = read_info(info_csv)
@@ -64,7 +70,9 @@ def validate_submission(path: str | os.PathLike, info_csv: str | os.PathLike, nu
     if len(sub) != len(info):
         diff = len(info) - len(sub)
         what = f"{diff} row(s) missing" if diff > 0 else f"{-diff} row(s) too many"
-        problems.append(f"has {len(sub)} rows but info.csv has {len(info)} ({what}): write exactly one row per info.csv row")
+        problems.append(
+            f"has {len(sub)} rows but info.csv has {len(info)} ({what}): write exactly one row per info.csv row"
+        )
 
     if "ImageID" in sub.columns:
         problems.extend(_id_problems(sub["ImageID"].tolist(), info["ImageID"].tolist()))
@@ -81,9 +89,11 @@ def _header_problems(columns: list[str]) -> list[str]:
     if missing:
         problems.append(f"header is {header!r}; expected 'ImageID,ans' (missing column(s): {', '.join(missing)})")
     if extra:
-        hint = " (an unnamed first column means a pandas index was written: use index=False)" if any(
-            c == "" or c.startswith("Unnamed") for c in extra
-        ) else ""
+        hint = (
+            " (an unnamed first column means a pandas index was written: use index=False)"
+            if any(c == "" or c.startswith("Unnamed") for c in extra)
+            else ""
+        )
         problems.append(f"extra column(s) {', '.join(repr(c) for c in extra)}: keep only ImageID,ans{hint}")
     if not missing and not extra:
         problems.append(f"columns are in the order {header!r}; expected 'ImageID,ans'")
@@ -113,9 +123,11 @@ def _id_problems(sub_ids: list[str], info_ids: list[str]) -> list[str]:
 
 def _value_problems(sub: pd.DataFrame, num_classes: int) -> list[str]:
     bad_type, out_of_range = [], []
-    for row, (image_id, value) in enumerate(zip(sub.get("ImageID", sub.index.astype(str)), sub["ans"], strict=True), start=1):
+    for row, (image_id, value) in enumerate(
+        zip(sub.get("ImageID", sub.index.astype(str)), sub["ans"], strict=True), start=1
+    ):
         text = str(value).strip()
-        if not _INTEGER.match(text):
+        if not _INTEGER.fullmatch(text):
             bad_type.append(f"row {row} ({image_id}): {value!r}")
         elif int(text) >= num_classes:
             out_of_range.append(f"row {row} ({image_id}): {text}")
@@ -125,6 +137,34 @@ def _value_problems(sub: pd.DataFrame, num_classes: int) -> list[str]:
     if out_of_range:
         problems.append(f"{len(out_of_range)} ans value(s) are outside 0..{num_classes - 1}: {_listed(out_of_range)}")
     return problems
+
+
+def formula_warnings(frame: pd.DataFrame) -> list[str]:
+    """A warning naming the ImageIDs a spreadsheet would run as formulas; ``[]`` when there are none.
+
+    Not a problem: the ids must stay exactly as info.csv has them. But opening (and saving) the file
+    in a spreadsheet app could run or change them.
+    """
+    if "ImageID" not in frame.columns:
+        return []
+    risky = [repr(str(i)) for i in frame["ImageID"] if looks_like_formula(str(i))]
+    if not risky:
+        return []
+    return [
+        f"{len(risky)} ImageID(s) start with =, +, - or @ ({_listed(risky)}): they are kept exactly as "
+        "info.csv has them, as the format needs, but a spreadsheet app would run them as formulas: "
+        "do not open or re-save submission.csv in one (use a text editor)"
+    ]
+
+
+def submission_warnings(path: str | os.PathLike) -> list[str]:
+    """``formula_warnings`` for the submission file at ``path`` (``[]`` when it cannot be read: the
+    problems from ``validate_submission`` say why)."""
+    try:
+        sub = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return []
+    return formula_warnings(sub)
 
 
 def check_submission(path: str | os.PathLike, info_csv: str | os.PathLike, num_classes: int = NUM_CLASSES) -> None:

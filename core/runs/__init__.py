@@ -28,6 +28,7 @@ from core.runs.folder import (
     read_predictions,
     read_predictions_safely,
     read_status,
+    read_summary,
     remove_partial_checkpoints,
     request_cancel,
     save_checkpoint,
@@ -44,7 +45,7 @@ __all__ = [
     "ACTIVE_STATES", "FINAL_STATES", "STATES", "RunFolder", "adopt_run_lock", "append_log", "append_metrics",
     "cancel_requested", "clear_cancel", "create_run_folder", "list_run_folders", "load_checkpoint",
     "lock_run_folder", "new_run_id", "open_run", "probability_columns", "read_checked_predictions", "read_config",
-    "read_metrics", "read_predictions", "read_predictions_safely", "read_status", "remove_partial_checkpoints",
+    "read_metrics", "read_predictions", "read_predictions_safely", "read_status", "read_summary", "remove_partial_checkpoints",
     "request_cancel", "save_checkpoint", "tail", "truncate_metrics", "unlock_run_folder", "validate_run_id",
     "write_config", "write_predictions", "write_status",
 ]  # fmt: skip

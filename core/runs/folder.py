@@ -12,6 +12,10 @@ A run (a training job, an imported checkpoint) or a prediction job is a folder::
       metrics.jsonl             one JSON object per line, each with "step" and "epoch";
                                 logged steps add train_loss, train_acc, lr, images_per_s, threads;
                                 epoch ends add val_loss, val_acc, val_f1, val_f1_per_class
+      summary.json              kept by append_metrics (and truncate_metrics) at every validation line, so
+                                listing runs never reads metrics.jsonl: best_val_f1, best_val_f1_step,
+                                best_val_acc, best_val_acc_step, last_val_step (null before the
+                                first validation); an older run without one gets it the first time it is read
       job.log                   the job's stdout/stderr
       checkpoints/last.pt       plain dict (loaded with weights_only=True): model (state_dict),
       checkpoints/best.pt       model_name, task, classes, img_size, eval_spec, config; a training
@@ -22,7 +26,8 @@ A run (a training job, an imported checkpoint) or a prediction job is a folder::
       cancel                    present when a cancel was asked for; the job checkpoints and stops
 
 Every write is atomic (temp file + os.replace) except metrics.jsonl and job.log, which are
-appended; readers skip a half-written last line. Timestamps are UNIX seconds (float).
+appended; readers skip a half-written last line. Run ids are matched whole (``re.fullmatch``): with
+``re.match`` and ``$`` a name ending in a newline passed. Timestamps are UNIX seconds (float).
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ import pandas as pd
 from core.errors import CheckpointError, RunError
 from core.fsutil import atomic_write, atomic_write_json, read_json
 
-STATES = ("queued", "running", "completed", "failed", "cancelled")
-FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+STATES = ("queued", "running", "completed", "failed", "cancelled", "pruned")
+# "pruned": a sweep trial its sweep stopped early as hopeless (never shown as failed).
+FINAL_STATES = frozenset({"completed", "failed", "cancelled", "pruned"})
 ACTIVE_STATES = frozenset({"queued", "running"})
 
-_RUN_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_RUN_ID_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always fullmatch: "$" lets "x\n" through
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class RunFolder:
     config = property(lambda self: self.root / "config.json")
     status = property(lambda self: self.root / "status.json")
     metrics = property(lambda self: self.root / "metrics.jsonl")
+    summary = property(lambda self: self.root / "summary.json")
     log = property(lambda self: self.root / "job.log")
     checkpoints = property(lambda self: self.root / "checkpoints")
     last_checkpoint = property(lambda self: self.root / "checkpoints" / "last.pt")
@@ -75,7 +82,7 @@ class RunFolder:
 
 
 def validate_run_id(run_id: str) -> str:
-    if not _RUN_ID_OK.match(run_id or ""):
+    if not isinstance(run_id, str) or not _RUN_ID_OK.fullmatch(run_id):
         raise RunError(
             f"run name {run_id!r} is not allowed: use letters, digits, '.', '_' or '-' (at most 100), "
             "starting with a letter or digit"
@@ -142,27 +149,98 @@ def write_status(run: RunFolder, **fields: Any) -> dict[str, Any]:
 
 
 def append_metrics(run: RunFolder, record: dict[str, Any]) -> None:
+    """Append one metrics line; a validation line (val_f1 or val_acc) also updates summary.json."""
     if "step" not in record or "epoch" not in record:
         raise ValueError("a metrics record needs 'step' and 'epoch'")
     line = json.dumps(record, default=float) + "\n"
+    had_summary = run.summary.is_file()
     with open(run.metrics, "a", encoding="utf-8") as fh:
         fh.write(line)
         fh.flush()
+    if _is_validation(record):
+        # A run begun before summaries existed (then resumed) gets one built from all its lines once.
+        summary = _add_to_summary(read_summary(run), record) if had_summary else _summary_of(_metric_records(run))
+        _write_summary(run, summary)
+
+
+# ---- summary.json: the figures the runs table shows, kept beside metrics.jsonl ---------------------------
+
+_EMPTY_SUMMARY: dict[str, Any] = {
+    "best_val_f1": None, "best_val_f1_step": None, "best_val_acc": None, "best_val_acc_step": None,
+    "last_val_step": None,
+}  # fmt: skip
+
+
+def _is_validation(record: dict[str, Any]) -> bool:
+    return _number(record.get("val_f1")) is not None or _number(record.get("val_acc")) is not None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _add_to_summary(summary: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    out = {**_EMPTY_SUMMARY, **summary}
+    step = _number(record.get("step"))
+    step = int(step) if step is not None else None
+    for name in ("val_f1", "val_acc"):
+        value, best = _number(record.get(name)), _number(out[f"best_{name}"])
+        if value is not None and (best is None or value > best):
+            out[f"best_{name}"], out[f"best_{name}_step"] = value, step
+    if _is_validation(record):
+        out["last_val_step"] = step
+    return out
+
+
+def _summary_of(records: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = dict(_EMPTY_SUMMARY)
+    for record in records:
+        summary = _add_to_summary(summary, record)
+    return summary
+
+
+def _write_summary(run: RunFolder, summary: dict[str, Any]) -> None:
+    atomic_write_json(run.summary, summary)
+
+
+def read_summary(run: RunFolder, write_missing: bool = True) -> dict[str, Any]:
+    """summary.json (best val F1/accuracy, their steps, the last validation step) without reading metrics.
+
+    A run written before summaries existed has none: it is built from metrics.jsonl once and, with
+    ``write_missing``, saved (pass False while another process may still be appending to the run).
+    """
+    summary = read_json(run.summary, default=None)
+    if isinstance(summary, dict):
+        return {**_EMPTY_SUMMARY, **summary}
+    summary = _summary_of(_metric_records(run))
+    if write_missing and run.root.is_dir():
+        _write_summary(run, summary)
+    return summary
 
 
 def read_metrics(run: RunFolder) -> pd.DataFrame:
     """All metric records as a frame (one row per line); a half-written last line is skipped."""
+    return pd.DataFrame(_metric_records(run))
+
+
+def _metric_records(run: RunFolder) -> list[dict[str, Any]]:
     rows = []
     try:
         with open(run.metrics, encoding="utf-8") as fh:
             for line in fh:
                 try:
-                    rows.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if isinstance(record, dict):
+                    rows.append(record)
     except FileNotFoundError:
         pass
-    return pd.DataFrame(rows)
+    return rows
 
 
 def truncate_metrics(run: RunFolder, after_step: int) -> None:
@@ -186,6 +264,8 @@ def truncate_metrics(run: RunFolder, after_step: int) -> None:
             kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) != len(lines):
         atomic_write(run.metrics, lambda fh: fh.write("".join(kept)), "w")
+        # The best score may have come from a dropped line: the summary is rebuilt from the kept ones.
+        _write_summary(run, _summary_of([json.loads(line) for line in kept]))
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
@@ -247,7 +327,9 @@ def read_predictions_safely(path: Path) -> pd.DataFrame:
     except RunError:
         raise
     except (OSError, ValueError) as err:  # pyarrow's errors derive from these
-        raise RunError(f"{path}: not a readable predictions file ({type(err).__name__}); run the training again") from err
+        raise RunError(
+            f"{path}: not a readable predictions file ({type(err).__name__}); run the training again"
+        ) from err
 
 
 def read_checked_predictions(path: Path) -> pd.DataFrame:

@@ -40,7 +40,7 @@ import pandas as pd
 
 from core import runs, settings
 from core.errors import JobCancelled, RunError, WorkbenchError
-from core.runs.folder import ACTIVE_STATES, FINAL_STATES, RunFolder
+from core.runs.folder import ACTIVE_STATES, FINAL_STATES, RunFolder, read_summary
 
 # A launched child blocks on this pipe until the launcher has recorded its pid in status.json, so the
 # launcher's write can never land on top of the child's own status updates.
@@ -266,8 +266,8 @@ def run_job(run: RunFolder | str | os.PathLike, work: Callable[[JobContext], Non
 
 
 def _finish(run: RunFolder, state: str, **fields: Any) -> str:
+    runs.append_log(run, f"[job] {state}")  # before the state: whoever sees the final state finds the log line
     runs.write_status(run, state=state, finished_at=time.time(), **fields)
-    runs.append_log(run, f"[job] {state}")
     return state
 
 
@@ -433,14 +433,18 @@ RUN_COLUMNS = [
 ]  # fmt: skip
 
 
-def best_scores(run: RunFolder) -> dict[str, float | None]:
-    """Best val macro F1 and best val accuracy found in metrics.jsonl (None before the first epoch end)."""
-    metrics = runs.read_metrics(run)
-    out: dict[str, float | None] = {}
-    for col in ("val_f1", "val_acc"):
-        values = pd.to_numeric(metrics[col], errors="coerce").dropna() if col in metrics else pd.Series(dtype=float)
-        out[col] = float(values.max()) if len(values) else None
-    return out
+def best_scores(run: RunFolder, write_missing: bool | None = None) -> dict[str, float | None]:
+    """Best val macro F1 and best val accuracy (None before the first epoch end), from summary.json.
+
+    The summary is kept by the trainer's every validation line, so this costs one small file read
+    however long metrics.jsonl grows. An older run's summary is built from metrics.jsonl and saved,
+    by default only once the run is finished: a job still appending could otherwise lose a line's
+    score to this process's older view of the file.
+    """
+    if write_missing is None:
+        write_missing = runs.read_status(run).get("state") in FINAL_STATES
+    summary = read_summary(run, write_missing=write_missing)
+    return {"val_f1": summary["best_val_f1"], "val_acc": summary["best_val_acc"]}
 
 
 def run_summary(run: RunFolder) -> dict[str, Any]:
@@ -462,7 +466,8 @@ def run_summary(run: RunFolder) -> dict[str, Any]:
         "progress": float(progress),
         "step": step,
         "total_steps": total,
-        "best_val_f1": best_scores(run)["val_f1"],
+        # Another process may still append to an active run: only a finished run's summary is written here.
+        "best_val_f1": best_scores(run, write_missing=state not in ACTIVE_STATES)["val_f1"],
         "duration": duration,
         "started": datetime.fromtimestamp(started) if started else None,  # local time, as people read it
         "error": status.get("error"),
