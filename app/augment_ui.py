@@ -3,7 +3,8 @@
 All image work happens in ``core.specs.transforms`` (preview_samples, model_input_view); this module only
 keeps the page's state in ``st.session_state`` and draws widgets. Pipelines are stored as lists of
 ``{"uid": int, "step": dict}``: the uid keys the step's widgets, so reordering keeps each widget's
-state and loading a new spec (new uids) starts fresh widgets.
+state and loading a new spec (new uids) starts fresh widgets. Session-state and widget keys start
+with ``augment_``.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ MAX_SAMPLES = 8
 
 
 def _state_key(pipe: str) -> str:
-    return f"aug_pipe_{pipe}"
+    return f"augment_pipe_{pipe}"
 
 
 def _next_uid() -> int:
-    st.session_state["aug_uid"] = st.session_state.get("aug_uid", 0) + 1
-    return st.session_state["aug_uid"]
+    st.session_state["augment_uid"] = st.session_state.get("augment_uid", 0) + 1
+    return st.session_state["augment_uid"]
 
 
 def load_into(pipe: str, train: list[dict], eval_: list[dict] | None, origin: str) -> None:
@@ -60,7 +61,7 @@ def ensure_state() -> None:
         if _state_key(pipe) not in st.session_state:
             train, eval_ = transforms.preset(DEFAULT_PRESETS[pipe])
             load_into(pipe, train, eval_, f"preset {DEFAULT_PRESETS[pipe]}")
-            st.session_state[f"aug-{pipe}-pick"] = f"preset: {DEFAULT_PRESETS[pipe]}"
+            st.session_state[f"augment_{pipe}_pick"] = f"preset: {DEFAULT_PRESETS[pipe]}"
 
 
 def entries(pipe: str, which: str) -> list[dict]:
@@ -110,9 +111,9 @@ def _file_source(path: str) -> str:
 
 def _random_image(frame) -> None:
     row = frame.iloc[random.randrange(len(frame))]
-    st.session_state["aug_class"] = str(row["class_name"])
+    st.session_state["augment_class"] = str(row["class_name"])
     labels = frame.index[frame["class_name"] == row["class_name"]]
-    st.session_state["aug_index"] = int(list(labels).index(row.name))
+    st.session_state["augment_index"] = int(list(labels).index(row.name))
 
 
 def _dataset_picker() -> tuple[str, str] | None:
@@ -123,27 +124,27 @@ def _dataset_picker() -> tuple[str, str] | None:
     try:
         index = widgets.load_index(root)
     except WorkbenchError as err:
-        st.error(plain(err))
+        widgets.error(err)
         return None
     frame = index.frame
     if frame.empty:
         st.info("This dataset has no usable images.")
         return None
     present = [c for c in index.classes if (frame["class_name"] == c).any()]
-    if st.session_state.get("aug_class") not in present:
-        st.session_state["aug_class"] = present[0]
+    if st.session_state.get("augment_class") not in present:
+        st.session_state["augment_class"] = present[0]
     cols = st.columns([3, 2, 2], vertical_alignment="bottom")
     with cols[0]:
-        class_name = st.selectbox("Class", present, key="aug_class")
+        class_name = st.selectbox("Class", present, key="augment_class")
     of_class = frame[frame["class_name"] == class_name]
     with cols[1]:
-        if st.session_state.get("aug_index", 0) >= len(of_class):
-            st.session_state["aug_index"] = 0
+        if st.session_state.get("augment_index", 0) >= len(of_class):
+            st.session_state["augment_index"] = 0
         position = st.number_input(
-            f"Image (0–{len(of_class) - 1})", min_value=0, max_value=len(of_class) - 1, step=1, key="aug_index"
+            f"Image (0–{len(of_class) - 1})", min_value=0, max_value=len(of_class) - 1, step=1, key="augment_index"
         )
     with cols[2]:
-        st.button("Random image", key="aug_random", on_click=_random_image, args=(frame,))
+        st.button("Random image", key="augment_random", on_click=_random_image, args=(frame,))
     row = of_class.iloc[int(position)]
     return _file_source(str(row["path"])), f"{class_name} — {row['rel']}"
 
@@ -152,14 +153,14 @@ def image_picker() -> tuple[str, str] | None:
     """Where the picture comes from; returns (source key, caption) or None when there is none yet."""
     options = ["Dataset", "Upload", "Test pattern"]
     default = 0 if widgets.current_dataset_root() else 2
-    source = st.radio("Image", options, index=default, horizontal=True, key="aug_source")
+    source = st.radio("Image", options, index=default, horizontal=True, key="augment_source")
     if source == "Dataset":
         return _dataset_picker()
     if source == "Upload":
         from core.data import images
 
         types = sorted(ext.lstrip(".") for ext in images.IMAGE_EXTENSIONS)
-        upload = st.file_uploader("An image file", type=types, key="aug_upload_image", max_upload_size=50)
+        upload = st.file_uploader("An image file", type=types, key="augment_upload_image", max_upload_size=50)
         if upload is None:
             st.info("Upload a photo to preview the pipelines on it.")
             return None
@@ -171,17 +172,17 @@ def sample_controls() -> tuple[int, int]:
     """(samples per pipeline, seed). "New samples" moves the seed on, so any view can be recalled."""
     cols = st.columns([3, 2, 2], vertical_alignment="bottom")
     with cols[0]:
-        n = st.slider("Samples per pipeline", 1, MAX_SAMPLES, 6, key="aug_n")
+        n = st.slider("Samples per pipeline", 1, MAX_SAMPLES, 6, key="augment_n")
     with cols[1]:
         # no value=: the "New samples" callback sets this key, and a default beside it would warn
-        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="aug_seed")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="augment_seed")
     with cols[2]:
-        st.button("New samples", key="aug_new", on_click=_bump_seed)
+        st.button("New samples", key="augment_new", on_click=_bump_seed)
     return int(n), int(seed)
 
 
 def _bump_seed() -> None:
-    st.session_state["aug_seed"] = int(st.session_state.get("aug_seed", 0)) + 1
+    st.session_state["augment_seed"] = int(st.session_state.get("augment_seed", 0)) + 1
 
 
 # ---------------------------------------------------------------------------------------------- step editor
@@ -192,7 +193,7 @@ def _param_widget(info: transforms.ParamInfo, value: Any, key: str) -> Any:
     label = info.name
     kind = info.kind
     if info.optional:
-        on = st.checkbox(f"{label} (on)", value=value is not None, key=f"{key}-on", help=info.help or None)
+        on = st.checkbox(f"{label} (on)", value=value is not None, key=f"{key}_on", help=info.help or None)
         if not on:
             return None
         if value is None:  # just switched on: start from the registry's suggestion
@@ -218,9 +219,11 @@ def _param_widget(info: transforms.ParamInfo, value: Any, key: str) -> Any:
             with col:
                 sub = f"{label} {part}"
                 if kind == "size":
-                    out.append(int(st.number_input(sub, int(info.low), int(info.high), int(item), step=1, key=f"{key}-{part}")))
+                    out.append(
+                        int(st.number_input(sub, int(info.low), int(info.high), int(item), step=1, key=f"{key}_{part}"))
+                    )
                 else:
-                    out.append(_float_input(sub, info, item, f"{key}-{part}"))
+                    out.append(_float_input(sub, info, item, f"{key}_{part}"))
         return out
     raise AssertionError(kind)
 
@@ -248,7 +251,7 @@ def _remove(pipe: str, which: str, position: int) -> None:
 
 
 def _add(pipe: str, which: str) -> None:
-    name = st.session_state[f"aug-{pipe}-{which}-addop"]
+    name = st.session_state[f"augment_{pipe}_{which}_addop"]
     op = transforms.OPS[name]
     step = {"op": name, **{p.name: p.initial() for p in op.params}}
     entries(pipe, which).append({"uid": _next_uid(), "step": step})
@@ -262,23 +265,23 @@ def step_editor(pipe: str, which: str) -> None:
     for position, item in enumerate(items):
         step = item["step"]
         op = transforms.OPS[step["op"]]
-        base = f"aug-{pipe}-{which}-{item['uid']}"
+        base = f"augment_{pipe}_{which}_{item['uid']}"
         with st.container(border=True):
             head = st.columns([6, 1, 1, 1], vertical_alignment="center")
             head[0].markdown(f"**{position + 1}. {op.name}**")
             head[0].caption(f"{op.help} · {op.stage}{' · random' if op.random else ''}")
-            head[1].button("↑", key=f"{base}-up", on_click=_move, args=(pipe, which, position, -1),
+            head[1].button("↑", key=f"{base}_up", on_click=_move, args=(pipe, which, position, -1),
                            disabled=position == 0, help="move up")  # fmt: skip
-            head[2].button("↓", key=f"{base}-down", on_click=_move, args=(pipe, which, position, 1),
+            head[2].button("↓", key=f"{base}_down", on_click=_move, args=(pipe, which, position, 1),
                            disabled=position == len(items) - 1, help="move down")  # fmt: skip
-            head[3].button("✕", key=f"{base}-remove", on_click=_remove, args=(pipe, which, position), help="remove")
+            head[3].button("✕", key=f"{base}_remove", on_click=_remove, args=(pipe, which, position), help="remove")
             for info in op.params:
                 if info.kind == "choice" and len(info.choices) == 1:
                     continue  # nothing to choose
-                step[info.name] = _param_widget(info, step[info.name], f"{base}-{info.name}")
+                step[info.name] = _param_widget(info, step[info.name], f"{base}_{info.name}")
     cols = st.columns([3, 1], vertical_alignment="bottom")
-    cols[0].selectbox("Add a step", list(transforms.OPS), key=f"aug-{pipe}-{which}-addop")
-    cols[1].button("Add", key=f"aug-{pipe}-{which}-add", on_click=_add, args=(pipe, which))
+    cols[0].selectbox("Add a step", list(transforms.OPS), key=f"augment_{pipe}_{which}_addop")
+    cols[1].button("Add", key=f"augment_{pipe}_{which}_add", on_click=_add, args=(pipe, which))
 
 
 # ---------------------------------------------------------------------------------------------- loading / saving
@@ -291,28 +294,28 @@ def _pair_options() -> list[str]:
 
 
 def _load_choice(pipe: str) -> None:
-    choice = st.session_state[f"aug-{pipe}-pick"]
+    choice = st.session_state[f"augment_{pipe}_pick"]
     kind, name = choice.split(": ", 1)
     try:
         train, eval_ = transforms.preset(name) if kind == "preset" else transforms.load_named_pair(name)
     except WorkbenchError as err:
-        st.session_state[f"aug-{pipe}-error"] = str(err)
+        st.session_state[f"augment_{pipe}_error"] = str(err)
         return
     load_into(pipe, train, eval_, f"{kind} {name}")
 
 
 def _import_upload(pipe: str, which: str) -> None:
     upload = st.file_uploader(
-        "Import a JSON spec (a list of steps, or a saved pair)", type=["json"], key=f"aug-import-{pipe}",
+        "Import a JSON spec (a list of steps, or a saved pair)", type=["json"], key=f"augment_import_{pipe}",
         max_upload_size=1,
     )  # fmt: skip
-    if upload is None or st.session_state.get(f"aug-{pipe}-imported") == upload.file_id:
+    if upload is None or st.session_state.get(f"augment_{pipe}_imported") == upload.file_id:
         return
-    st.session_state[f"aug-{pipe}-imported"] = upload.file_id
+    st.session_state[f"augment_{pipe}_imported"] = upload.file_id
     try:
         train, eval_ = transforms.parse_spec_document(upload.getvalue(), upload.name)
     except WorkbenchError as err:
-        st.error(plain(err))
+        widgets.error(err)
         return
     if eval_ is not None:
         load_into(pipe, train, eval_, f"imported pair {upload.name}")
@@ -325,25 +328,28 @@ def _import_upload(pipe: str, which: str) -> None:
 
 def _save_pair_clicked(pipe: str) -> None:
     """Save in the click callback, before the rerun draws anything, so every picker lists the new name."""
-    name = str(st.session_state.get(f"aug-{pipe}-savename", "")).strip()
+    name = str(st.session_state.get(f"augment_{pipe}_savename", "")).strip()
     try:
         train = transforms.validate_spec(current_spec(pipe, "train"))
         eval_ = transforms.validate_spec(current_spec(pipe, "eval"))
         path = transforms.save_named_pair(name, train, eval_)
     except WorkbenchError as err:
-        st.session_state[f"aug-{pipe}-saved"] = ("error", str(err))
+        st.session_state[f"augment_{pipe}_saved"] = ("error", str(err))
     else:
-        st.session_state[f"aug-{pipe}-saved"] = (
+        st.session_state[f"augment_{pipe}_saved"] = (
             "success", f"Saved as {path.stem}: the Training page lists it as “saved: {path.stem}”."
         )  # fmt: skip
 
 
 def _save_pair(pipe: str) -> None:
     cols = st.columns([3, 1], vertical_alignment="bottom")
-    cols[0].text_input("Save this pair as", key=f"aug-{pipe}-savename", placeholder="e.g. crop-flip-v1")
-    cols[1].button("Save", key=f"aug-{pipe}-save", on_click=_save_pair_clicked, args=(pipe,))
-    if outcome := st.session_state.pop(f"aug-{pipe}-saved", None):
-        (st.error if outcome[0] == "error" else st.success)(plain(outcome[1]))
+    cols[0].text_input("Save this pair as", key=f"augment_{pipe}_savename", placeholder="e.g. crop-flip-v1")
+    cols[1].button("Save", key=f"augment_{pipe}_save", on_click=_save_pair_clicked, args=(pipe,))
+    if outcome := st.session_state.pop(f"augment_{pipe}_saved", None):
+        if outcome[0] == "error":
+            widgets.error(outcome[1])
+        else:
+            st.success(plain(outcome[1]))
 
 
 def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
@@ -353,13 +359,13 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
     state = st.session_state[_state_key(pipe)]
     st.caption(plain(f"Started from {state['origin']}."))
     cols = st.columns([3, 1], vertical_alignment="bottom")
-    cols[0].selectbox("Start from", _pair_options(), key=f"aug-{pipe}-pick")
-    cols[1].button("Load", key=f"aug-{pipe}-load", on_click=_load_choice, args=(pipe,))
-    if error := st.session_state.pop(f"aug-{pipe}-error", None):
-        st.error(plain(error))
+    cols[0].selectbox("Start from", _pair_options(), key=f"augment_{pipe}_pick")
+    cols[1].button("Load", key=f"augment_{pipe}_load", on_click=_load_choice, args=(pipe,))
+    if error := st.session_state.pop(f"augment_{pipe}_error", None):
+        widgets.error(error)
     check_area = st.container()  # the pair check goes on top, filled once the edited specs are known
     which = st.radio(
-        "Editing", WHICH, format_func=lambda w: f"{WHICH_LABEL[w]} spec", horizontal=True, key=f"aug-{pipe}-which"
+        "Editing", WHICH, format_func=lambda w: f"{WHICH_LABEL[w]} spec", horizontal=True, key=f"augment_{pipe}_which"
     )
     _import_upload(pipe, which)
     step_editor(pipe, which)
@@ -367,7 +373,8 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
         train = transforms.validate_spec(current_spec(pipe, "train"))
         eval_ = transforms.validate_spec(current_spec(pipe, "eval"))
     except WorkbenchError as err:
-        check_area.error(plain(f"Pipeline {pipe}: {err}"))
+        with check_area:
+            widgets.error(f"Pipeline {pipe}: {err}")
         return None
     with check_area:
         _pair_check(pipe, train, eval_)
@@ -377,21 +384,23 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
             st.code(transforms.spec_to_json(spec), language="json")
         dl = st.columns(3)
         dl[0].download_button("Training spec", transforms.spec_to_json(train), f"{pipe}-train.json",
-                              "application/json", key=f"aug-{pipe}-dl-train")  # fmt: skip
+                              "application/json", key=f"augment_{pipe}_dl_train")  # fmt: skip
         dl[1].download_button("Evaluation spec", transforms.spec_to_json(eval_), f"{pipe}-eval.json",
-                              "application/json", key=f"aug-{pipe}-dl-eval")  # fmt: skip
+                              "application/json", key=f"augment_{pipe}_dl_eval")  # fmt: skip
         dl[2].download_button("Pair", transforms.pair_to_json(train, eval_), f"{pipe}-pair.json",
-                              "application/json", key=f"aug-{pipe}-dl-pair")  # fmt: skip
+                              "application/json", key=f"augment_{pipe}_dl_pair")  # fmt: skip
         _save_pair(pipe)
     return train, eval_
 
 
 def _pair_check(pipe: str, train: list[dict], eval_: list[dict]) -> None:
     size_t, size_e = transforms.output_size(train), transforms.output_size(eval_)
-    st.caption(f"Model input from a 512×384 photo: training {size_t[0]}×{size_t[1]}, evaluation {size_e[0]}×{size_e[1]}.")
+    st.caption(
+        f"Model input from a 512×384 photo: training {size_t[0]}×{size_t[1]}, evaluation {size_e[0]}×{size_e[1]}."
+    )
     findings = transforms.check_pair(train, eval_)
     for finding in findings:
-        st.warning(plain(f"Pipeline {pipe}: {finding}"), icon=":material/warning:")
+        widgets.warning(f"Pipeline {pipe}: {finding}")
     if not findings:
         st.success(f"Pipeline {pipe}: evaluation images match what training shows the model.")
 
@@ -423,7 +432,8 @@ def samples_grid(source: str, caption: str, specs: dict[str, tuple | None], n: i
         try:
             images = _samples(source, json.dumps(pair[0]), n, seed)
         except WorkbenchError as err:
-            cols[1].error(plain(f"Pipeline {pipe}: {err}"))
+            with cols[1]:
+                widgets.error(f"Pipeline {pipe}: {err}")
             continue
         for i, (col, image) in enumerate(zip(cols[1:], images, strict=True)):
             col.image(image, caption=f"{pipe} · {i + 1}", width="stretch")
@@ -443,7 +453,7 @@ def model_input_section(source: str, specs: dict[str, tuple | None], seed: int) 
                 train_view = _view(source, json.dumps(pair[0]), seed)
                 eval_view = _view(source, json.dumps(pair[1]), seed)
             except WorkbenchError as err:
-                st.error(plain(f"Pipeline {pipe}: {err}"))
+                widgets.error(f"Pipeline {pipe}: {err}")
                 continue
             pictures = train_view.stages[1:] or train_view.stages
             inner = st.columns(len(pictures) + 1)

@@ -2,6 +2,7 @@
 
 Everything is read from submissions/<id>/ folders (config.json, status.json, submission.csv and its
 summary), so a prediction survives reloads and app restarts. No tensors here: core does the work.
+Session-state and widget keys start with ``submit_``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import streamlit as st
 
 from app import widgets
 from core import runs, settings
-from core.errors import WorkbenchError
+from core.data import tasks
+from core.errors import UnsafePathError, WorkbenchError
 from core.evaluation import predjobs, submission
-from core.fsutil import is_inside
+from core.fsutil import resolve_inside
 from core.runs import jobs
 
 JOB_KEY = "submit_job"  # the submission shown; mirrored in the URL as ?sub=<id>
 REFRESH_S = 1.0
 SAMPLE_COUNT = 12
-TASKS = ("class", "mask", "gender", "age")
 
 
 def run_label(run: dict) -> str:
@@ -42,8 +43,22 @@ def default_eval_folder() -> str:
     return str(Path(root) / "eval")
 
 
-def inside_data_roots(path: str) -> bool:
-    return any(is_inside(root, path) for root in settings.load().data_roots)
+def resolve_eval_folder(text: str) -> Path:
+    """The eval folder the user typed, resolved once: a relative path is read against the data roots
+    (the first where it exists), never the server's working directory, and the result must lie inside
+    a data root. The job is given this resolved path. Raises UnsafePathError."""
+    roots = settings.load().data_roots
+    inside = []
+    for root in roots:
+        try:
+            inside.append(resolve_inside(root, text.strip()))
+        except (UnsafePathError, OSError, RuntimeError):
+            continue
+    if not text.strip() or not inside:
+        raise UnsafePathError(
+            f"{text.strip() or '(empty)'}: choose a folder inside the data roots ({', '.join(map(str, roots))})"
+        )
+    return next((path for path in inside if path.is_dir()), inside[0])
 
 
 # ---- launching ---------------------------------------------------------------------------------------
@@ -70,21 +85,20 @@ def prediction_form() -> None:
     if not chosen:
         st.error("Choose at least one run.")
         return
-    if not data or not inside_data_roots(data):
-        st.error(f"{data or '(empty)'}: choose a folder inside the data roots ({', '.join(map(str, settings.load().data_roots))}).")
-        return
-    tasks = {by_id[r]["task"] for r in chosen}
-    if len(tasks) > 1:
-        st.error(f"These runs predict different tasks ({', '.join(map(str, sorted(tasks)))}); an ensemble needs one task.")
+    run_tasks = {str(by_id[r]["task"]) for r in chosen}
+    if len(run_tasks) > 1:
+        widgets.error(
+            f"These runs predict different tasks ({', '.join(sorted(run_tasks))}); an ensemble needs one task."
+        )
         return
     try:
-        folder = predjobs.create_prediction_job([by_id[r]["path"] for r in chosen], data, tta)
+        folder = predjobs.create_prediction_job([by_id[r]["path"] for r in chosen], resolve_eval_folder(data), tta)
         jobs.launch(folder, jobs.job_argv(folder))
     except WorkbenchError as err:
-        st.error(str(err))
+        widgets.error(err)
         return
     select_job(folder.id)
-    st.success(f"Prediction {folder.id} started.")
+    st.success(f"Prediction {widgets.plain(folder.id)} started.")
 
 
 def select_job(job_id: str) -> None:
@@ -109,12 +123,13 @@ def live_panel(folder: Path) -> None:
     if state in runs.FINAL_STATES:
         st.rerun()
     done, total = int(status.get("step") or 0), int(status.get("total_steps") or 0)
-    st.progress(done / total if total else 0.0, text=f"{state}: {status.get('message') or ''} ({done}/{total or '?'})")
-    if st.button("Cancel", key=f"cancel_{folder.name}"):
+    text = f"{state}: {status.get('message') or ''} ({done}/{total or '?'})"
+    st.progress(done / total if total else 0.0, text=widgets.plain(text))
+    if st.button("Cancel", key=f"submit_cancel_{folder.name}"):
         try:
             jobs.cancel(runs.RunFolder(folder))
         except WorkbenchError as err:
-            st.error(str(err))
+            widgets.error(err)
 
 
 def show_job(folder: Path) -> None:
@@ -130,7 +145,7 @@ def show_job(folder: Path) -> None:
         live_panel(folder)
         return
     if state != "completed":
-        st.error(status.get("error") or f"The prediction ended {state}.")
+        widgets.error(status.get("error") or f"The prediction ended {state}.")
         problems = predjobs.job_image_problems(folder)
         if problems:
             st.dataframe(pd.DataFrame({"missing or unreadable image": problems}), hide_index=True)
@@ -142,7 +157,7 @@ def show_job(folder: Path) -> None:
         return
     validator_box(csv_path, summary)
     st.download_button("Download submission.csv", csv_path.read_bytes(), file_name=f"submission-{run.id}.csv",
-                       mime="text/csv", type="primary", key=f"download_{run.id}")  # fmt: skip
+                       mime="text/csv", type="primary", key=f"submit_download_{run.id}")  # fmt: skip
     st.caption(f"{summary['images']} images · {summary.get('images_per_s')} images/s")
     distribution_chart(summary)
     sample_grid(folder, summary)
@@ -157,19 +172,23 @@ def validator_box(csv_path: Path, summary: dict) -> None:
     try:
         problems = submission.validate_submission(csv_path, info, num_classes=len(summary["classes"]))
     except WorkbenchError as err:
-        st.warning(f"Could not validate: {err}")
+        widgets.warning(f"Could not validate: {err}")
         return
     if problems:
-        st.error("submission.csv does not validate:\n\n" + "\n".join(f"- {p}" for p in problems))
+        widgets.error("submission.csv does not validate:", details=problems)
     else:
-        st.success(f"Valid: {summary['images']} rows in info.csv's order, columns ImageID,ans, classes 0–{len(summary['classes']) - 1}.")
+        st.success(
+            f"Valid: {summary['images']} rows in info.csv's order, columns ImageID,ans, classes 0–{len(summary['classes']) - 1}."
+        )
 
 
 def training_counts(summary: dict) -> pd.Series | None:
     """Images per class in the dataset the (first) run trained on, else the current dataset."""
     candidates = []
     for member in summary.get("runs", []):
-        config = runs.read_config(runs.RunFolder(member["path"])) if Path(member["path"], "config.json").is_file() else {}
+        config = (
+            runs.read_config(runs.RunFolder(member["path"])) if Path(member["path"], "config.json").is_file() else {}
+        )
         if config.get("data"):
             candidates.append(config["data"])
     if widgets.current_dataset_root():
@@ -184,21 +203,30 @@ def training_counts(summary: dict) -> pd.Series | None:
     return None
 
 
-def distribution_chart(summary: dict) -> None:
-    classes = summary["classes"]
+def distribution_figure(summary: dict, train: pd.Series | None):
+    """Predicted class shares beside the training shares; class names escaped (they are folder names)."""
+    classes = widgets.plot_labels(summary["classes"])
     predicted = pd.Series(summary["counts"], index=range(len(classes)))
     frames = [pd.DataFrame({"class": classes, "share": predicted / max(1, predicted.sum()), "set": "predicted (eval)"})]
-    train = training_counts(summary)
     if train is not None:
-        frames.append(pd.DataFrame({"class": classes, "share": train.to_numpy() / max(1, train.sum()), "set": "training"}))
+        frames.append(
+            pd.DataFrame({"class": classes, "share": train.to_numpy() / max(1, train.sum()), "set": "training"})
+        )
     fig = px.bar(pd.concat(frames), x="class", y="share", color="set", barmode="group",
                  title="Predicted class distribution beside the training distribution")  # fmt: skip
     fig.update_layout(yaxis_tickformat=".0%", xaxis_tickangle=-45, height=380)
-    st.plotly_chart(fig, key="submit_distribution")
+    return fig
+
+
+def distribution_chart(summary: dict) -> None:
+    classes = summary["classes"]
+    st.plotly_chart(distribution_figure(summary, training_counts(summary)), key="submit_distribution")
     empty = [classes[k] for k, n in enumerate(summary["counts"]) if n == 0]
     top = max(summary["counts"]) / max(1, sum(summary["counts"]))
     if top > 0.5 or len(empty) > len(classes) // 2:
-        st.warning(f"The predictions look collapsed: {top:.0%} of images in one class, {len(empty)} classes never predicted.")
+        st.warning(
+            f"The predictions look collapsed: {top:.0%} of images in one class, {len(empty)} classes never predicted."
+        )
 
 
 def sample_grid(folder: Path, summary: dict) -> None:
@@ -241,13 +269,14 @@ def import_form() -> None:
     st.caption("A state_dict trained elsewhere (.pt/.pth loaded with weights_only=True, or .safetensors) "
                "becomes a run you can review and predict with. Files carrying pickled code are refused unrun.")  # fmt: skip
     with st.form("submit_import", clear_on_submit=True):
-        upload = st.file_uploader("Checkpoint file", type=["pt", "pth", "safetensors"], key="import_file")
+        upload = st.file_uploader("Checkpoint file", type=["pt", "pth", "safetensors"], key="submit_import_file")
         c1, c2, c3, c4, c5 = st.columns(5)
-        model = c1.selectbox("Architecture", MODEL_NAMES, key="import_model")
-        task = c2.selectbox("Task", TASKS, key="import_task")
-        height = c3.number_input("Input height", min_value=16, max_value=1024, value=128, step=8, key="import_h")
-        width = c4.number_input("Input width", min_value=16, max_value=1024, value=96, step=8, key="import_w")
-        name = c5.text_input("Run name", placeholder="imported-…", key="import_name")
+        model = c1.selectbox("Architecture", MODEL_NAMES, key="submit_import_model")
+        task = c2.selectbox("Task", tasks.TASK_NAMES, format_func=lambda t: tasks.competition_task(t).label,
+                            key="submit_import_task")  # fmt: skip
+        height = c3.number_input("Input height", min_value=16, max_value=1024, value=128, step=8, key="submit_import_h")
+        width = c4.number_input("Input width", min_value=16, max_value=1024, value=96, step=8, key="submit_import_w")
+        name = c5.text_input("Run name", placeholder="imported-…", key="submit_import_name")
         submitted = st.form_submit_button("Import")
     if not submitted:
         return
@@ -263,9 +292,9 @@ def import_form() -> None:
             folder = checkpoints.import_checkpoint(file, model, task, settings.load().models_dir / run_id,
                                              img_size=(int(height), int(width)))  # fmt: skip
     except WorkbenchError as err:
-        st.error(str(err))
+        widgets.error(err)
         return
-    st.success(f"Imported as run {folder.id}: choose it above to predict.")
+    st.success(f"Imported as run {widgets.plain(folder.id)}: choose it above to predict.")
 
 
 def _scratch_dir() -> Path:

@@ -1,6 +1,9 @@
-"""Pieces of the Training page that are plain data work: curves, the config diff, ETA and formatting.
+"""Pieces of the Training page: the runs table, the live panel of one run, its curves, and the
+comparison of several; plus the plain data work behind them (curves, the config diff, ETA and
+formatting), which tests call directly. The new-run form is in app/train_form.py.
 
-No Streamlit here, so they can be tested directly; the page lays them out.
+Everything shown is read from run folders (core.runs.folder / core.runs.jobs), so jobs survive
+reloads and app restarts. Session-state and widget keys start with ``train_``.
 """
 
 from __future__ import annotations
@@ -8,11 +11,29 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+import streamlit as st
+
+from app import widgets
+from core import runs
+from core.errors import WorkbenchError
+from core.runs import jobs
+
+# How often the page re-draws while a job runs. Every re-draw costs the browser far more than the
+# server. Measured with 4 headless Chromium tabs watching one job, per tab: ~0.28 of a core with
+# these at 2/5/5 s, ~0.18 at 3/15/10 s, ~0.02 with nothing refreshing; the server stays under 0.05
+# of a core per session. So only the progress line is quick.
+REFRESH_S = 3.0  # progress line and ETA of the selected run while it is queued or running
+TABLE_REFRESH_S = 15.0  # runs table while any run is queued or running
+CURVES_REFRESH_S = 10.0  # curves and log of the selected run while it is active
+LIVE_SHARE_S = 1.0  # how long sessions share one read of a running job's metrics and charts
+RUN_KEY = "train_run"  # the selected run; mirrored in the URL as ?run=<id>
+TABLE_DRAWN_KEY = "train_table_drawn"  # the page's read of the runs table the fragment last drew
 
 # Curves drawn for a run: (title, train column, val column). Train macro F1 is not logged per step.
 CURVES = (
@@ -56,7 +77,11 @@ def thin(frame: pd.DataFrame, max_points: int) -> pd.DataFrame:
 
 
 def curve_figure(
-    runs_metrics: dict[str, pd.DataFrame], title: str, train_col: str, val_col: str, smoothing: float = 0.0,
+    runs_metrics: dict[str, pd.DataFrame],
+    title: str,
+    train_col: str,
+    val_col: str,
+    smoothing: float = 0.0,
     max_points: int = MAX_POINTS,
 ) -> go.Figure:
     """One chart against iterations: train (smoothed; raw shown faintly for one run) and val curves.
@@ -67,7 +92,7 @@ def curve_figure(
     fig = go.Figure()
     several = len(runs_metrics) > 1
     for i, (name, metrics) in enumerate(runs_metrics.items()):
-        prefix = f"{name} · " if several else ""
+        prefix = f"{widgets.plot_label(name)} · " if several else ""
         run_colour = _PALETTE[i % len(_PALETTE)]
         train_colour, val_colour = (run_colour, run_colour) if several else (_PALETTE[0], _PALETTE[1])
         train = series(metrics, train_col)
@@ -136,7 +161,9 @@ def config_diff(configs: dict[str, dict[str, Any]], scores: dict[str, dict[str, 
             rows[field] = values
     for score_name, label in (("val_f1", "best val macro F1"), ("val_acc", "best val accuracy")):
         if scores:
-            rows[label] = {run: "" if s.get(score_name) is None else f"{s[score_name]:.4f}" for run, s in scores.items()}
+            rows[label] = {
+                run: "" if s.get(score_name) is None else f"{s[score_name]:.4f}" for run, s in scores.items()
+            }
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(configs))
 
 
@@ -155,3 +182,149 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return shown.reset_index(drop=True)
+
+
+# ---- the runs, one run live, and comparing ---------------------------------------------------------------
+
+
+def runs_section(table: pd.DataFrame, models_dir: Path) -> None:
+    """The runs table, the run picker, and the selected run's live panel and curves. Each part is a
+    fragment that re-draws itself only while something is queued or running."""
+    any_active = table["state"].isin(runs.ACTIVE_STATES).any()
+    st.fragment(runs_table_panel, run_every=TABLE_REFRESH_S if any_active else None)(models_dir, table)
+    selected = pick_run(table)
+    if not selected:
+        return
+    run_state = table.loc[table["id"] == selected, "state"].item()
+    refresh = REFRESH_S if run_state in runs.ACTIVE_STATES else None
+    folder = runs.RunFolder(models_dir / selected)
+    st.fragment(live_panel, run_every=refresh)(folder)
+    st.fragment(curves_panel, run_every=CURVES_REFRESH_S if refresh else None)(folder)
+
+
+def runs_table_panel(models_dir: Path, page_read: pd.DataFrame) -> None:
+    """The runs table. A full run draws the table the page has just read; the fragment's timed reruns
+    come with the same arguments, and read the folders again so the table does not go stale."""
+    timed_rerun = st.session_state.get(TABLE_DRAWN_KEY) is page_read
+    st.session_state[TABLE_DRAWN_KEY] = page_read
+    table = jobs.list_runs(models_dir) if timed_rerun else page_read
+    st.dataframe(
+        runs_table(table),
+        hide_index=True,
+        column_config={
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
+            "best val macro F1": st.column_config.NumberColumn(format="%.3f"),
+            "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+        },
+    )
+
+
+def pick_run(table: pd.DataFrame) -> str | None:
+    """The selected run id, kept in session state and the URL (?run=) so a reload keeps it."""
+    ids = list(table["id"])
+    if not ids:
+        return None
+    if st.session_state.get(RUN_KEY) not in ids:
+        wanted = st.query_params.get("run")
+        st.session_state[RUN_KEY] = wanted if wanted in ids else ids[0]
+    run_id = st.selectbox("Selected run", ids, key=RUN_KEY)
+    st.query_params["run"] = run_id
+    return run_id
+
+
+# Everyone watching a run shares one read of its metrics and one set of charts per second: with
+# several sessions refreshing every REFRESH_S, reading and charting per session was most of the
+# server's work (profiled with 8 sessions).
+@st.cache_data(ttl=LIVE_SHARE_S, max_entries=32, show_spinner=False)
+def live_metrics(run_root: str) -> pd.DataFrame:
+    return runs.read_metrics(runs.RunFolder(Path(run_root)))
+
+
+@st.cache_data(ttl=LIVE_SHARE_S, max_entries=64, show_spinner=False)
+def live_curves(run_root: str, smoothing: float) -> list[dict]:
+    """The run's CURVES charts as plotly dicts (cheap to copy out of the cache)."""
+    metrics = {Path(run_root).name: live_metrics(run_root)}
+    return [curve_figure(metrics, *curve, smoothing).to_dict() for curve in CURVES]
+
+
+def live_panel(run: runs.RunFolder) -> None:
+    """Status, progress with ETA and controls of one run (re-run by the fragment while active)."""
+    status = jobs.reconcile(run)
+    state = status.get("state", "queued")
+    seen_key = f"train_seen_state_{run.id}"
+    previous = st.session_state.get(seen_key)
+    st.session_state[seen_key] = state
+    if previous in runs.ACTIVE_STATES and state in runs.FINAL_STATES:
+        st.rerun()  # refresh the runs table and stop the timer
+
+    message = status.get("message")
+    st.markdown(
+        f"**{widgets.plain(run.id)}** — {state}"
+        + (f" · {widgets.plain(message)}" if message and message != state else "")
+    )
+    if state == "failed" and status.get("error"):
+        widgets.error(status["error"])
+    step, total = status.get("step") or 0, status.get("total_steps") or 0
+    if state == "completed":
+        step = total  # heartbeats are throttled: the last one can predate the final step
+    if total:
+        eta = eta_seconds(status) if state in runs.ACTIVE_STATES else None
+        text = f"step {step} / {total}" + (f" · ETA {format_duration(eta)}" if eta is not None else "")
+        st.progress(1.0 if state == "completed" else min(1.0, step / total), text=text)
+
+    c1, c2, _ = st.columns([1, 1, 4])
+    if state in runs.ACTIVE_STATES and c1.button("Cancel", key=f"train_cancel_{run.id}"):
+        try:
+            jobs.cancel(run)
+            st.toast("Cancel requested: the job saves a checkpoint and stops.")
+        except WorkbenchError as err:
+            widgets.error(err)
+    if state in ("cancelled", "failed") and c2.button("Resume", key=f"train_resume_{run.id}"):
+        try:
+            jobs.resume(run)
+            st.rerun()
+        except WorkbenchError as err:
+            widgets.error(err)
+
+
+def _chart_key(prefix: str, title: str) -> str:
+    return f"{prefix}_{title.lower().replace(' ', '_')}"
+
+
+def curves_panel(run: runs.RunFolder) -> None:
+    """The run's curves and log; refreshed less often than the progress line, since every refresh
+    re-draws three charts in every browser watching (the browsers' largest cost, measured)."""
+    if has_curves(live_metrics(str(run.root))):
+        smoothing = st.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="train_smoothing")
+        cols = st.columns(len(CURVES))
+        figures = live_curves(str(run.root), smoothing)
+        for col, figure, (title, _, _) in zip(cols, figures, CURVES, strict=True):
+            with col:
+                if figure["data"]:
+                    st.plotly_chart(figure, key=_chart_key("train_curve", title))
+                else:  # plotly refuses a figure dict without traces
+                    st.caption(f"{title}: no values logged yet")
+    else:
+        st.caption("No metrics yet: curves appear after the first logged steps.")
+    with st.expander("Log", expanded=runs.read_status(run).get("state") == "failed"):
+        st.code(runs.tail(run.log, 6000) or "(empty)", language=None)
+
+
+def compare_section(table: pd.DataFrame, models_dir: Path) -> None:
+    st.subheader("Compare runs")
+    chosen = st.multiselect("Runs to compare", list(table["id"]), key="train_compare")
+    if len(chosen) < 2:
+        st.caption("Pick two or more runs to overlay their curves and see which settings differ.")
+        return
+    folders = {run_id: runs.RunFolder(models_dir / run_id) for run_id in chosen}
+    metrics = {run_id: runs.read_metrics(folder) for run_id, folder in folders.items()}
+    cols = st.columns(len(CURVES))
+    for col, (title, train_col, val_col) in zip(cols, CURVES, strict=True):
+        with col:
+            st.plotly_chart(
+                curve_figure(metrics, title, train_col, val_col, 0.6), key=_chart_key("train_compare", title)
+            )
+    configs = {run_id: runs.read_config(folder) for run_id, folder in folders.items()}
+    scores = {run_id: jobs.best_scores(folder) for run_id, folder in folders.items()}
+    st.markdown("Settings that differ, and each run's best scores")
+    st.dataframe(config_diff(configs, scores))

@@ -1,7 +1,13 @@
-"""Small shared UI pieces: the dataset picker, cached index loading, an image grid and a pager."""
+"""Small shared UI pieces: plain-text helpers, the dataset picker, cached index loading, an image grid
+and a pager.
+
+Session-state keys are named ``<page>_<thing>`` in snake case (``train_run``, ``review_cell``,
+``sidebar_dataset``); URL query parameters (``?run=``, ``?sub=``, ``?dataset=``) keep their short names.
+"""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 from pathlib import Path
@@ -11,7 +17,7 @@ import streamlit as st
 from core import settings
 from core.errors import WorkbenchError
 
-DATASET_KEY = "dataset_root"
+DATASET_KEY = "sidebar_dataset"
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")  # ':' starts :red[...] and :icon: directives
 
 
@@ -19,6 +25,31 @@ def plain(text: object) -> str:
     """Text for st.caption/st.markdown/st.error shown literally: file, folder, class and op names come
     from users, and markdown would otherwise turn them into links, images or formatting."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def plot_label(text: object) -> str:
+    """A data string made safe for a plotly label, title or legend: plotly reads a few HTML tags there
+    (``<a href>`` becomes a live link), so class, run and file names are escaped as HTML entities."""
+    return html.escape(str(text), quote=False)
+
+
+def plot_labels(names) -> list[str]:
+    return [plot_label(name) for name in names]
+
+
+def error(message: object, details: list | tuple = ()) -> None:
+    """An error box whose text is shown literally: messages name files, zip members, ids and folders
+    that users chose, and st.error would render them as Markdown (links, images). ``details`` become
+    a bulleted list, each item shown literally too."""
+    body = plain(message)
+    if details:
+        body += "\n\n" + "\n".join(f"- {plain(item)}" for item in details)
+    st.error(body)
+
+
+def warning(message: object) -> None:
+    """A warning box with its text shown literally (see ``error``)."""
+    st.warning(plain(message))
 
 
 def candidate_datasets() -> list[Path]:
@@ -64,19 +95,23 @@ def dataset_sidebar() -> None:
     with st.sidebar:
         st.markdown("**Dataset**")
         if not options:
-            st.info("No datasets under the data roots. Run `make run` (it generates data/demo) or set WORKBENCH_DATA_ROOTS.")
+            st.info(
+                "No datasets under the data roots. Run `make run` (it generates data/demo) or set WORKBENCH_DATA_ROOTS."
+            )
             st.session_state[DATASET_KEY] = None
             return
         labels = [str(p) for p in options]
         wanted = st.query_params.get("dataset") or st.session_state.get(DATASET_KEY)
-        default = labels.index(wanted) if wanted in labels else next(
-            (i for i, p in enumerate(options) if p.name == "demo"), 0
+        default = (
+            labels.index(wanted)
+            if wanted in labels
+            else next((i for i, p in enumerate(options) if p.name == "demo"), 0)
         )
         choice = st.selectbox(
             "Dataset folder", labels, index=default, format_func=lambda s: Path(s).name, label_visibility="collapsed"
         )
         st.session_state[DATASET_KEY] = choice
-        st.caption(choice)
+        st.caption(plain(choice))
 
 
 def current_dataset_root() -> str | None:
@@ -92,7 +127,7 @@ def require_index():
     try:
         return load_index(root)
     except WorkbenchError as err:
-        st.error(str(err))
+        error(err)
         st.stop()
 
 

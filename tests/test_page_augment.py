@@ -60,13 +60,13 @@ def errors(at: AppTest) -> list[str]:
 
 
 def spec_of(at: AppTest, pipe: str, which: str = "train") -> list[dict]:
-    return [e["step"] for e in at.session_state[f"aug_pipe_{pipe}"][which]]
+    return [e["step"] for e in at.session_state[f"augment_pipe_{pipe}"][which]]
 
 
 def test_page_shows_dataset_samples_for_both_pipelines_and_a_clean_check(env):
     at = open_page()
-    assert at.radio(key="aug_source").value == "Dataset"
-    n = at.slider(key="aug_n").value
+    assert at.radio(key="augment_source").value == "Dataset"
+    n = at.slider(key="augment_n").value
     assert len(sample_urls(at, "A")) == n and len(sample_urls(at, "B")) == n
     assert len(set(sample_urls(at, "B"))) == n  # light preset: every sample is different
     assert [shown(s.value) for s in at.success] == [
@@ -82,7 +82,7 @@ def test_page_shows_dataset_samples_for_both_pipelines_and_a_clean_check(env):
 def test_changing_a_parameter_changes_the_samples_and_the_check_warns(env):
     at = open_page()
     before_a, before_b = sample_urls(at, "A"), sample_urls(at, "B")
-    widget(at.number_input, "aug-A-train-", "-size-height").set_value(64)
+    widget(at.number_input, "augment_A_train_", "_size_height").set_value(64)
     at.run()
     assert not at.exception
     after_a = sample_urls(at, "A")
@@ -95,32 +95,32 @@ def test_changing_a_parameter_changes_the_samples_and_the_check_warns(env):
 def test_seed_brings_samples_back_and_new_samples_draws_others(env):
     at = open_page()
     first = sample_urls(at, "B")
-    at.button(key="aug_new").click()
+    at.button(key="augment_new").click()
     at.run()
-    assert at.number_input(key="aug_seed").value == 1
+    assert at.number_input(key="augment_seed").value == 1
     assert warnings(at) == [] and not at.exception
     second = sample_urls(at, "B")
     assert second != first
-    at.number_input(key="aug_seed").set_value(0)
+    at.number_input(key="augment_seed").set_value(0)
     at.run()
     assert sample_urls(at, "B") == first
 
 
 def test_importing_the_crop_spec_shows_the_competition_warning(env):
     at = open_page()
-    upload = at.file_uploader(key="aug-import-A")
+    upload = at.file_uploader(key="augment_import_A")
     upload.set_value(("crop.json", json.dumps(CROP_TRAIN).encode(), "application/json"))
     at.run()
     assert not at.exception and not at.error
     assert [s["op"] for s in spec_of(at, "A")] == ["CenterCrop", "Resize", "Normalize"]
     assert warnings(at) == ["Pipeline A: training crops to 320×256 before resizing; evaluation does not crop"]
-    assert "crop.json" in at.session_state["aug_pipe_A"]["origin"]
+    assert "crop.json" in at.session_state["augment_pipe_A"]["origin"]
 
 
 def test_importing_a_pair_replaces_both_specs(env):
     at = open_page()
     pair = {"name": "x", "train": CROP_TRAIN, "eval": CROP_TRAIN}
-    at.file_uploader(key="aug-import-B").set_value(("pair.json", json.dumps(pair).encode(), "application/json"))
+    at.file_uploader(key="augment_import_B").set_value(("pair.json", json.dumps(pair).encode(), "application/json"))
     at.run()
     assert [s["op"] for s in spec_of(at, "B", "eval")] == ["CenterCrop", "Resize", "Normalize"]
     assert warnings(at) == []
@@ -132,7 +132,7 @@ def test_importing_a_pair_replaces_both_specs(env):
 )
 def test_importing_a_bad_spec_shows_an_error_and_keeps_the_pipeline(env, content, words):
     at = open_page()
-    at.file_uploader(key="aug-import-A").set_value(("bad.json", content, "application/json"))
+    at.file_uploader(key="augment_import_A").set_value(("bad.json", content, "application/json"))
     at.run()
     assert not at.exception
     assert any(words in e for e in errors(at)), errors(at)
@@ -141,22 +141,22 @@ def test_importing_a_bad_spec_shows_an_error_and_keeps_the_pipeline(env, content
 
 def test_add_move_and_remove_steps(env):
     at = open_page()
-    at.selectbox(key="aug-A-train-addop").set_value("RandomGrayscale")
-    at.button(key="aug-A-train-add").click()
+    at.selectbox(key="augment_A_train_addop").set_value("RandomGrayscale")
+    at.button(key="augment_A_train_add").click()
     at.run()
     assert [s["op"] for s in spec_of(at, "A")] == ["Resize", "Normalize", "RandomGrayscale"]
     # after Normalize a colour step is refused with a clear message
     assert any("step 3 (RandomGrayscale): colour changes must come before Normalize" in e for e in errors(at))
-    widget(at.button, "aug-A-train-", "-up").key  # noqa: B018 - exists
-    uid = at.session_state["aug_pipe_A"]["train"][2]["uid"]
-    at.button(key=f"aug-A-train-{uid}-up").click()
+    widget(at.button, "augment_A_train_", "_up").key  # noqa: B018 - exists
+    uid = at.session_state["augment_pipe_A"]["train"][2]["uid"]
+    at.button(key=f"augment_A_train_{uid}_up").click()
     at.run()
     assert [s["op"] for s in spec_of(at, "A")] == ["Resize", "RandomGrayscale", "Normalize"]
     assert not at.error
-    at.slider(key=f"aug-A-train-{uid}-p").set_value(1.0)
+    at.slider(key=f"augment_A_train_{uid}_p").set_value(1.0)
     at.run()
     assert "Pipeline A: training always turns the image grey (RandomGrayscale); evaluation does not" in warnings(at)
-    at.button(key=f"aug-A-train-{uid}-remove").click()
+    at.button(key=f"augment_A_train_{uid}_remove").click()
     at.run()
     assert [s["op"] for s in spec_of(at, "A")] == ["Resize", "Normalize"]
     assert warnings(at) == []
@@ -167,23 +167,23 @@ def test_every_registry_op_gets_working_widgets(env):
 
     at = open_page()
     for name in transforms.OPS:
-        at.selectbox(key="aug-A-train-addop").set_value(name)
-        at.button(key="aug-A-train-add").click()
+        at.selectbox(key="augment_A_train_addop").set_value(name)
+        at.button(key="augment_A_train_add").click()
         at.run()
         assert not at.exception, (name, at.exception)
     assert [s["op"] for s in spec_of(at, "A")][2:] == list(transforms.OPS)
     # switching an optional parameter on starts from the registry's suggestion
-    affine = next(e for e in at.session_state["aug_pipe_A"]["train"] if e["step"]["op"] == "RandomAffine")
-    at.checkbox(key=f"aug-A-train-{affine['uid']}-shear-on").check()
+    affine = next(e for e in at.session_state["augment_pipe_A"]["train"] if e["step"]["op"] == "RandomAffine")
+    at.checkbox(key=f"augment_A_train_{affine['uid']}_shear_on").check()
     at.run()
     assert next(s for s in spec_of(at, "A") if s["op"] == "RandomAffine")["shear"] == [-10.0, 10.0]
 
 
 def test_editing_the_evaluation_spec(env):
     at = open_page()
-    at.radio(key="aug-B-which").set_value("eval")
+    at.radio(key="augment_B_which").set_value("eval")
     at.run()
-    widget(at.number_input, "aug-B-eval-", "-size-width").set_value(128)
+    widget(at.number_input, "augment_B_eval_", "_size_width").set_value(128)
     at.run()
     assert spec_of(at, "B", "eval")[0]["size"] == [128, 128]
     assert "Pipeline B: training feeds the model 128×96 images; evaluation feeds 128×128" in warnings(at)
@@ -191,20 +191,20 @@ def test_editing_the_evaluation_spec(env):
 
 def test_load_a_preset_and_save_a_pair_for_the_training_page(env):
     at = open_page()
-    at.selectbox(key="aug-B-pick").set_value("preset: center-crop")
-    at.button(key="aug-B-load").click()
+    at.selectbox(key="augment_B_pick").set_value("preset: center-crop")
+    at.button(key="augment_B_load").click()
     at.run()
     assert spec_of(at, "B")[0]["op"] == "CenterCrop"
-    at.text_input(key="aug-B-savename").set_value("../escape")
-    at.button(key="aug-B-save").click()
+    at.text_input(key="augment_B_savename").set_value("../escape")
+    at.button(key="augment_B_save").click()
     at.run()
     assert any("not a usable name" in e for e in errors(at))
-    at.text_input(key="aug-B-savename").set_value("crop-v1")
-    at.button(key="aug-B-save").click()
+    at.text_input(key="augment_B_savename").set_value("crop-v1")
+    at.button(key="augment_B_save").click()
     at.run()
     assert (env / "specs" / "crop-v1.json").is_file()
     assert any("crop-v1" in shown(s.value) for s in at.success)
-    assert "saved: crop-v1" in at.selectbox(key="aug-A-pick").options
+    assert "saved: crop-v1" in at.selectbox(key="augment_A_pick").options
     from core.specs import transforms
 
     assert transforms.load_named_pair("crop-v1", folder=env / "specs")[0][0]["op"] == "CenterCrop"
@@ -212,31 +212,31 @@ def test_load_a_preset_and_save_a_pair_for_the_training_page(env):
 
 def test_picking_images_by_class_index_and_at_random(env):
     at = open_page()
-    classes = at.selectbox(key="aug_class").options
+    classes = at.selectbox(key="augment_class").options
     assert len(classes) > 1
     first = sample_urls(at, "A")
-    at.selectbox(key="aug_class").set_value(classes[-1])
+    at.selectbox(key="augment_class").set_value(classes[-1])
     at.run()
     assert sample_urls(at, "A") != first
-    at.button(key="aug_random").click()
+    at.button(key="augment_random").click()
     at.run()
     assert warnings(at) == []
-    assert not at.exception and len(sample_urls(at, "A")) == at.slider(key="aug_n").value
+    assert not at.exception and len(sample_urls(at, "A")) == at.slider(key="augment_n").value
 
 
 def test_uploaded_image_and_unreadable_upload(env):
     from PIL import Image
 
     at = open_page()
-    at.radio(key="aug_source").set_value("Upload")
+    at.radio(key="augment_source").set_value("Upload")
     at.run()
     assert not sample_urls(at, "A")
     buf = io.BytesIO()
     Image.new("RGB", (300, 400), (200, 30, 30)).save(buf, format="PNG")
-    at.file_uploader(key="aug_upload_image").set_value(("red.png", buf.getvalue(), "image/png"))
+    at.file_uploader(key="augment_upload_image").set_value(("red.png", buf.getvalue(), "image/png"))
     at.run()
-    assert not at.exception and len(sample_urls(at, "A")) == at.slider(key="aug_n").value
-    at.file_uploader(key="aug_upload_image").set_value(("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png"))
+    assert not at.exception and len(sample_urls(at, "A")) == at.slider(key="augment_n").value
+    at.file_uploader(key="augment_upload_image").set_value(("broken.png", b"\x89PNG\r\n\x1a\nnot really", "image/png"))
     at.run()
     assert not at.exception and at.error and not sample_urls(at, "A")
 
@@ -244,7 +244,7 @@ def test_uploaded_image_and_unreadable_upload(env):
 def test_user_file_names_are_shown_literally(env):
     at = open_page()
     name = "[click](http://example.invalid) *x*.json"
-    at.file_uploader(key="aug-import-A").set_value((name, json.dumps(CROP_TRAIN).encode(), "application/json"))
+    at.file_uploader(key="augment_import_A").set_value((name, json.dumps(CROP_TRAIN).encode(), "application/json"))
     at.run()
     origin = next(c.value for c in at.caption if "imported from" in c.value)
     assert "\\[click\\]\\(http" in origin and "\\*x\\*" in origin  # escaped: no link, no emphasis
@@ -256,8 +256,8 @@ def test_without_a_dataset_the_test_pattern_is_used(env, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(empty))
     at = open_page()
-    assert at.radio(key="aug_source").value == "Test pattern"
-    assert len(sample_urls(at, "A")) == at.slider(key="aug_n").value
+    assert at.radio(key="augment_source").value == "Test pattern"
+    assert len(sample_urls(at, "A")) == at.slider(key="augment_n").value
 
 
 @pytest.mark.browser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -31,6 +32,11 @@ def open_page(data_root, monkeypatch) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
+
+
+def shown(element) -> str:
+    """The text an alert displays: the page escapes Markdown characters in user-derived text."""
+    return re.sub(r"\\(.)", r"\1", element.value)
 
 
 def plotly_specs(at) -> list[dict]:
@@ -72,17 +78,17 @@ def test_gallery_pages_and_channel_stats(env, monkeypatch):
     write(root / "dog" / "a.jpg", jpeg_bytes())
     at = open_page(data, monkeypatch)
     assert len(at.image) == 24
-    at.number_input(key="gallery_page_0").set_value(2).run()
+    at.number_input(key="dataset_gallery_page_0").set_value(2).run()
     assert len(at.image) == 6
-    at.selectbox(key="gallery_class").set_value(1).run()
+    at.selectbox(key="dataset_gallery_class").set_value(1).run()
     assert len(at.image) == 1
 
-    at.button(key="stats_button").click().run()
+    at.button(key="dataset_stats_button").click().run()
     assert not at.exception
     code = "\n".join(c.value for c in at.code)
     assert "Normalize(" in code and "mean=[0.98" in code
 
-    at.button(key="verify_button").click().run()
+    at.button(key="dataset_verify_button").click().run()
     assert not at.exception
     assert any("31 images decode" in md.value for md in at.markdown)
 
@@ -95,7 +101,7 @@ def test_hostile_class_name_renders_as_text(env, monkeypatch):
     names = [x for trace in plotly_specs(at)[0]["data"] for x in trace["x"]]
     assert "&lt;img src=x onerror=alert(1)&gt;" in names
     assert EVIL not in json.dumps(plotly_specs(at))
-    assert any(EVIL in opt for opt in at.selectbox(key="gallery_class").options)
+    assert any(EVIL in opt for opt in at.selectbox(key="dataset_gallery_class").options)
     for md in at.markdown:
         assert EVIL not in md.value or not md.proto.allow_html
 
@@ -107,7 +113,7 @@ def test_no_dataset_and_broken_dataset(env, monkeypatch):
     assert at.info  # "No datasets under the data roots" / "Pick a dataset"
     write(data / "broken" / "cls" / "a.jpg", b"")
     at = open_page(data, monkeypatch)
-    assert any("no usable images" in e.value for e in at.error)
+    assert any("no usable images" in shown(e) for e in at.error)
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -125,7 +131,9 @@ def test_upload_zip_extracts_and_opens_the_dataset(env, monkeypatch):
     data = env / "data"
     make_mask_tree(data / "demo")
     at = open_page(data, monkeypatch)
-    archive = zip_bytes({"pets/cat/a.jpg": jpeg_bytes(), "pets/dog/b.jpg": jpeg_bytes(), "pets/dog/c.jpg": jpeg_bytes()})
+    archive = zip_bytes(
+        {"pets/cat/a.jpg": jpeg_bytes(), "pets/dog/b.jpg": jpeg_bytes(), "pets/dog/c.jpg": jpeg_bytes()}
+    )
     at.file_uploader(key="dataset_zip").set_value(("pets.zip", archive, "application/zip")).run()
     at.text_input(key="dataset_zip_name").set_value("pets").run()
     at.button(key="dataset_zip_go").click().run()
@@ -144,6 +152,38 @@ def test_upload_hostile_zip_refused(env, monkeypatch):
     at.text_input(key="dataset_zip_name").set_value("evil").run()
     at.button(key="dataset_zip_go").click().run()
     assert not at.exception
-    assert at.error and "escape.jpg" in at.error[0].value
+    assert at.error and "escape.jpg" in shown(at.error[0])
     assert sorted(p.name for p in data.iterdir()) == ["demo"]
     assert not (env / "escape.jpg").exists()
+
+
+def test_zip_name_fills_the_folder_name(env, monkeypatch):
+    """A keyed text_input ignores a changing value=: the page puts the archive's name into its state."""
+    data = env / "data"
+    make_mask_tree(data / "demo")
+    at = open_page(data, monkeypatch)
+    archive = zip_bytes({"cat/a.jpg": jpeg_bytes(), "dog/b.jpg": jpeg_bytes()})
+    at.file_uploader(key="dataset_zip").set_value(("holiday-pets.zip", archive, "application/zip")).run()
+    assert at.text_input(key="dataset_zip_name").value == "holiday-pets"
+    assert not at.button(key="dataset_zip_go").disabled
+    at.button(key="dataset_zip_go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert (data / "holiday-pets" / "cat" / "a.jpg").is_file()
+
+    # A second archive proposes its own name, replacing the first.
+    at.file_uploader(key="dataset_zip").set_value(("more.zip", archive, "application/zip")).run()
+    assert at.text_input(key="dataset_zip_name").value == "more"
+
+
+def test_member_names_in_an_error_are_not_markdown(env, monkeypatch):
+    data = env / "data"
+    make_mask_tree(data / "demo")
+    at = open_page(data, monkeypatch)
+    member = "../[x](http://evil.example) ![i](http://evil.example/i.png).jpg"
+    at.file_uploader(key="dataset_zip").set_value(("evil.zip", zip_bytes({member: jpeg_bytes()}), "application/zip"))
+    at.run()
+    at.button(key="dataset_zip_go").click().run()
+    assert not at.exception
+    (box,) = at.error
+    assert "](http" not in box.value and "\\[x\\]" in box.value
+    assert "[x](http://evil.example) ![i](http://evil.example/i.png).jpg" in shown(box)

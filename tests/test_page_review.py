@@ -156,12 +156,12 @@ def test_markdown_in_names_is_escaped_for_labels():
 def test_person_view_shows_the_other_six_photos(page_env):
     frame, run = page_env
     at = open_review(run.id)
-    at.button(key="gallery-0").click().run()
+    at.button(key="review_gallery_person_0").click().run()
     assert not at.exception
     texts = [t.value for t in at.text]
     assert any(t.startswith("Selected: ") and "000001_female_Asian_40" in t for t in texts)
     assert "The person's other photos (6):" in texts
-    at.button(key="review-close-focus").click().run()
+    at.button(key="review_close_focus").click().run()
     assert not [t for t in at.text if t.value.startswith("Selected: ")]
 
 

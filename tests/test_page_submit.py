@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -32,6 +34,11 @@ def env(tmp_path, monkeypatch):
         return paths
 
     return configure
+
+
+def shown(element) -> str:
+    """The text an alert displays: the page escapes Markdown characters in user-derived text."""
+    return re.sub(r"\\(.)", r"\1", element.value)
 
 
 def open_page() -> AppTest:
@@ -94,7 +101,7 @@ def test_missing_eval_image_shown_by_name(tmp_path, env):
     at.run()
     status = wait_until_done(at, paths["subs"])
     assert status["state"] == "failed"
-    assert any(gone in e.value for e in at.error)
+    assert any(gone in shown(e) for e in at.error)
     assert not at.download_button
     assert not at.exception
 
@@ -110,18 +117,19 @@ def test_import_form(tmp_path, env):
 
     buf = io.BytesIO()
     torch.save(models.build_model("small_cnn", 3).state_dict(), buf)
-    at.file_uploader(key="import_file").upload("weights.pt", buf.getvalue())
-    at.selectbox(key="import_model").set_value("small_cnn")
-    at.selectbox(key="import_task").set_value("class")  # wrong: the weights have 3 classes
-    at.text_input(key="import_name").set_value("mine")
+    at.file_uploader(key="submit_import_file").upload("weights.pt", buf.getvalue())
+    at.selectbox(key="submit_import_model").set_value("small_cnn")
+    assert at.selectbox(key="submit_import_task").options[0] == "all 18 classes"
+    at.selectbox(key="submit_import_task").set_value("class")  # wrong: the weights have 3 classes
+    at.text_input(key="submit_import_name").set_value("mine")
     at.form_submit_button[-1].click()
     at.run()
-    assert any("class" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("class" in shown(e) for e in at.error), [e.value for e in at.error]
     assert not (paths["models"] / "mine").exists()
 
-    at.file_uploader(key="import_file").upload("weights.pt", buf.getvalue())
-    at.selectbox(key="import_task").set_value("mask")
-    at.text_input(key="import_name").set_value("mine")
+    at.file_uploader(key="submit_import_file").upload("weights.pt", buf.getvalue())
+    at.selectbox(key="submit_import_task").set_value("mask")
+    at.text_input(key="submit_import_name").set_value("mine")
     at.form_submit_button[-1].click()
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -154,3 +162,64 @@ def test_browser_predict_download_and_validate(demo_root, app_server_factory, ne
     watch.assert_clean()
     assert submission.validate_submission(saved, demo_root / "eval" / "info.csv") == []
     assert pd.read_csv(saved)["ImageID"].tolist() == pd.read_csv(demo_root / "eval" / "info.csv")["ImageID"].tolist()
+
+
+def completed_job(subs: Path, classes: list[str], counts: list[int]) -> Path:
+    """A finished prediction job as ``predict --job`` leaves it (no model needed to test the page)."""
+    job = runs.create_run_folder(subs, "sub-fake")
+    runs.write_config(job, {"kind": "predict", "runs": [], "tta": False, "data": str(subs)})
+    runs.write_status(job, state="completed")
+    (job.root / "submission.csv").write_text(
+        "ImageID,ans\n" + "".join(f"{i}.jpg,{i % 2}\n" for i in range(sum(counts)))
+    )
+    summary = {"images": sum(counts), "classes": classes, "counts": counts, "task": "class", "runs": []}
+    (job.root / "submission.summary.json").write_text(json.dumps(summary))
+    return job.root
+
+
+def test_class_names_in_the_distribution_chart_are_escaped(tmp_path, env):
+    evil = '<a href="http://evil.example">cat</a>'
+    data_root = tmp_path / "data"
+    make_eval(data_root / "tiny" / "eval", n=2)
+    paths = env(data_root)
+    completed_job(paths["subs"], [evil, "dog"], [1, 1])
+    at = open_page()
+    assert not at.exception, at.exception
+    (chart,) = [c for c in at.get("plotly_chart") if "distribution" in c.proto.spec]
+    spec = chart.proto.spec
+    assert "<a href" not in spec and "&lt;a href=" in json.dumps(json.loads(spec)["data"][0]["x"])
+
+
+def test_relative_eval_folder_is_read_inside_the_data_root(tmp_path, env, monkeypatch):
+    """ "secret" names data/secret (absent), never ./secret in the server's working directory."""
+    from app import submit_ui
+
+    data_root = tmp_path / "data"
+    make_eval(data_root / "tiny" / "eval", n=2)
+    cwd = tmp_path / "server"
+    make_eval(cwd / "secret", n=2)
+    monkeypatch.chdir(cwd)
+    paths = env(data_root)
+    assert submit_ui.resolve_eval_folder("tiny/eval") == (data_root / "tiny" / "eval").resolve()
+    assert submit_ui.resolve_eval_folder("secret") == (data_root / "secret").resolve()
+    with pytest.raises(Exception, match="inside the data roots"):
+        submit_ui.resolve_eval_folder("../server/secret")
+
+    make_run(paths["models"], "r1")
+    at = open_page()
+    at.text_input(key="submit_data").set_value("secret")
+    at.form_submit_button[0].click()
+    at.run()
+    assert not at.exception
+    assert any("secret" in shown(e) for e in at.error), [e.value for e in at.error]
+    jobs = [p for p in paths["subs"].iterdir() if p.is_dir()] if paths["subs"].exists() else []
+    assert jobs == []  # nothing predicts the server's own folder
+
+    at.text_input(key="submit_data").set_value("tiny/eval")
+    at.form_submit_button[0].click()
+    at.run()
+    assert not at.error, [e.value for e in at.error]
+    (job,) = [p for p in paths["subs"].iterdir() if p.is_dir()]
+    assert runs.read_config(runs.RunFolder(job))["data"] == str((data_root / "tiny" / "eval").resolve())
+    status = wait_until_done(at, paths["subs"])
+    assert status["state"] == "completed", status  # and leaves no job running

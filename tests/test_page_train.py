@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def open_page(query: dict | None = None) -> AppTest:
     return at
 
 
+def shown(element) -> str:
+    """The text an alert displays: the page escapes Markdown characters in user-derived text."""
+    return re.sub(r"\\(.)", r"\1", element.value)
+
+
 def fake_run(models: Path, run_id: str, state: str, lr: float = 1e-3, steps: int = 40, **status) -> runs.RunFolder:
     """A run folder as a training job leaves it (no training needed to test the page)."""
     run = runs.create_run_folder(models, run_id)
@@ -69,7 +75,7 @@ def test_bad_config_is_an_error_box_not_a_traceback(env):
     at.text_input(key="train_name").input("bad name with spaces")
     at.button(key="train_launch").click().run()
     assert not at.exception
-    assert any("run name" in e.value for e in at.error)
+    assert any("run name" in shown(e) for e in at.error)
     assert not list((env / "models").iterdir())
 
 
@@ -80,14 +86,21 @@ def test_runs_table_live_panel_and_compare(env):
     at = open_page({"run": "run-b"})
     table = at.dataframe[0].value
     assert list(table.columns) == [
-        "name", "backbone", "task", "state", "progress", "best val macro F1", "duration", "started"
+        "name",
+        "backbone",
+        "task",
+        "state",
+        "progress",
+        "best val macro F1",
+        "duration",
+        "started",
     ]
     assert set(table["name"]) == {"run-a", "run-b"}
     # The URL picked run-b: its error and log are shown, the log as text.
     assert at.selectbox(key=train_ui_key()).value == "run-b"
-    assert any("RuntimeError: boom" in e.value for e in at.error)
+    assert any("RuntimeError: boom" in shown(e) for e in at.error)
     assert any("<b>not html</b>" in c.value for c in at.code)
-    assert at.button(key="resume_run-b")
+    assert at.button(key="train_resume_run-b")
     # Curves: three charts for the selected run.
     assert len(at.get("plotly_chart")) >= 3
     # Compare two runs: the config diff shows lr only (plus scores).
@@ -118,7 +131,7 @@ def test_dead_running_job_shows_failed_after_reconcile(env):
     assert runs.read_status(run)["state"] == "failed"
     table = at.dataframe[0].value
     assert table.loc[table["name"] == "run-dead", "state"].item() == "failed"
-    assert any("exited without a final state" in e.value for e in at.error)
+    assert any("exited without a final state" in shown(e) for e in at.error)
 
 
 def test_curve_helpers():
@@ -155,8 +168,6 @@ def test_jobs_list_is_empty_without_runs(env):
     assert os.environ["WORKBENCH_MODELS_DIR"].endswith("models")
 
 
-
-
 @pytest.mark.slow
 def test_launch_from_the_form_watch_restart_and_cancel(env):
     at = open_page()
@@ -164,14 +175,14 @@ def test_launch_from_the_form_watch_restart_and_cancel(env):
     at.selectbox(key="train_task").set_value("mask")
     at.number_input(key="train_h").set_value(32)
     at.number_input(key="train_w").set_value(24)
-    at.number_input(key="train_batch").set_value(1)  # ~77 steps per epoch: still running when we look
+    at.number_input(key="train_batch_size").set_value(1)  # ~77 steps per epoch: still running when we look
     at.number_input(key="train_epochs").set_value(3)
     at.number_input(key="train_log_every").set_value(1)
     at.selectbox(key="train_device").set_value("cpu")
     at.button(key="train_launch").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert any("Launched from-page" in s.value for s in at.success)
+    assert any("Launched from-page" in shown(s) for s in at.success)
     run = runs.RunFolder(env / "models" / "from-page")
     assert runs.read_config(run)["img_size"] == [32, 24]
     assert at.selectbox(key="train_run").value == "from-page"
@@ -191,11 +202,11 @@ def test_launch_from_the_form_watch_restart_and_cancel(env):
     assert fresh.selectbox(key="train_run").value == "from-page"
     assert len(fresh.get("plotly_chart")) >= 3
     if jobs.reconcile(run)["state"] == "running":
-        fresh.button(key="cancel_from-page").click().run()
+        fresh.button(key="train_cancel_from-page").click().run()
         assert not fresh.exception
         wait_until(lambda: jobs.reconcile(run)["state"] == "cancelled", what="the cancel")
         assert runs.load_checkpoint(run.last_checkpoint)["step"] > 0
-        wait_until(lambda: fresh.run() and any(b.key == "resume_from-page" for b in fresh.button), what="Resume")
+        wait_until(lambda: fresh.run() and any(b.key == "train_resume_from-page" for b in fresh.button), what="Resume")
 
 
 def test_saved_pair_is_offered_and_its_check_warning_shown_before_launch(env):
@@ -207,5 +218,95 @@ def test_saved_pair_is_offered_and_its_check_warning_shown_before_launch(env):
     assert not at.warning
     at.selectbox(key="train_pair").set_value("saved: cropped").run()
     assert not at.exception
-    assert any("evaluation does not crop" in w.value for w in at.warning)
+    assert any("evaluation does not crop" in shown(w) for w in at.warning)
     assert any("64×48" in c.value for c in at.caption)  # the saved pair fixes the image size
+
+
+# ---- tasks, the form built from TrainConfig, one read of the runs, plain-text errors (issues 11, 16) --------
+
+
+def class_folder_dataset(root: Path, classes: int) -> Path:
+    from tests.imagefactory import jpeg_bytes, write
+
+    for k in range(classes):
+        for i in range(2):
+            write(root / f"kind{k:02d}" / f"{i}.jpg", jpeg_bytes((16, 16), (20 * k, 90, 40)))
+    return root
+
+
+def test_task_selector_offers_only_the_open_datasets_tasks(env, monkeypatch, demo_root):
+    from core.data import tasks
+
+    data = env / "data"
+    class_folder_dataset(data / "tenkinds", 10)
+    monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(data))
+    at = open_page()
+    assert at.selectbox(key="train_task").options == ["all 10 classes"]
+
+    monkeypatch.setenv("WORKBENCH_DATA_ROOTS", str(demo_root.parent))
+    at = open_page()
+    options = at.selectbox(key="train_task").options
+    assert options == [task.label for task in tasks.competition_tasks()] and len(options) == 4
+    assert options[0] == "all 18 classes" and any(o.startswith("mask") for o in options)
+
+
+def test_the_form_edits_every_train_config_field(env):
+    import dataclasses
+
+    from app import train_form
+    from core.training.config import TrainConfig
+
+    at = open_page()
+    keys = {w.key for kind in ("number_input", "selectbox", "checkbox", "text_input") for w in at.get(kind)}
+    scalar = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in train_form.SET_ELSEWHERE]
+    assert {f"train_{name}" for name in scalar} <= keys
+    assert {"train_h", "train_w", "train_pair", "train_name"} <= keys
+    assert all(key.startswith("train_") for key in keys if key), sorted(keys)  # one style: <page>_<thing>
+
+
+@pytest.mark.parametrize(("key", "value", "field"), [("train_lr", 0.0, "lr"), ("train_batch_size", 0, "batch_size"),
+                                                       ("train_n_folds", 1, "n_folds")])  # fmt: skip
+def test_train_config_errors_name_the_field_and_block_the_launch(env, key, value, field):
+    at = open_page()
+    assert not at.error and not at.button(key="train_launch").disabled
+    at.number_input(key=key).set_value(value).run()
+    assert not at.exception
+    assert any(shown(e).startswith(f"{field}:") for e in at.error), [e.value for e in at.error]
+    assert at.button(key="train_launch").disabled  # a browser cannot press it: nothing launches
+
+
+def test_the_runs_are_listed_once_per_page_run(env, monkeypatch):
+    fake_run(env / "models", "run-a", "completed")
+    calls = []
+    real = jobs.list_runs
+    monkeypatch.setattr(jobs, "list_runs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = open_page()
+    calls.clear()
+    at.run()
+    assert not at.exception
+    assert len(calls) == 1
+
+
+def test_user_text_in_an_error_is_shown_literally(env):
+    hostile = "boom [x](http://evil.example/) ![i](http://evil.example/i.png) **bold**"
+    fake_run(env / "models", "run-h", "failed", error=hostile, finished_at=time.time())
+    at = open_page({"run": "run-h"})
+    (box,) = [e for e in at.error if "boom" in e.value]
+    assert "](http" not in box.value and "\\[x\\]" in box.value and "\\*\\*bold" in box.value
+    assert shown(box) == hostile  # every character escaped, none lost
+
+
+def test_app_holds_no_class_name_literals():
+    """The competition's class names live in core.data.tasks alone; the pages ask it."""
+    import ast
+
+    from core.data import tasks
+
+    names = [*tasks.MASK_NAMES, *tasks.GENDER_NAMES, *tasks.AGE_NAMES, f"all {tasks.NUM_COMPETITION_CLASSES} classes"]
+    pattern = re.compile("|".join(rf"(?<![\w<]){re.escape(n)}(?![\w+])" for n in names))
+    offenders = []
+    for path in sorted((REPO_ROOT / "app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value[:60]!r}")
+    assert offenders == []

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import augment_ui as ui
+from app import widgets
 
 st.title("Augmentations")
 st.caption(
@@ -27,7 +28,7 @@ with previews:
     try:
         ui.source_array(source)
     except ui.WorkbenchError as err:
-        st.error(ui.plain(err))
+        widgets.error(err)
         st.stop()
     ui.samples_grid(source, caption, specs, n, seed)
     ui.model_input_section(source, specs, seed)
