@@ -174,6 +174,8 @@ def validator_box(csv_path: Path, summary: dict) -> None:
     except WorkbenchError as err:
         widgets.warning(f"Could not validate: {err}")
         return
+    for warning in submission.submission_warnings(csv_path):
+        widgets.warning(warning)  # ids a spreadsheet would read as formulas: kept exact, but said
     if problems:
         widgets.error("submission.csv does not validate:", details=problems)
     else:

@@ -223,3 +223,23 @@ def test_relative_eval_folder_is_read_inside_the_data_root(tmp_path, env, monkey
     assert runs.read_config(runs.RunFolder(job))["data"] == str((data_root / "tiny" / "eval").resolve())
     status = wait_until_done(at, paths["subs"])
     assert status["state"] == "completed", status  # and leaves no job running
+
+
+def test_formula_like_ids_are_kept_and_warned_about(tmp_path, env):
+    data_root = tmp_path / "data"
+    eval_dir = data_root / "tiny" / "eval"
+    make_eval(eval_dir, n=3)
+    info = pd.read_csv(eval_dir / "info.csv", dtype=str)
+    old = info.loc[0, "ImageID"]
+    info.loc[0, "ImageID"] = "=HYPERLINK.jpg"
+    os.rename(eval_dir / "images" / old, eval_dir / "images" / "=HYPERLINK.jpg")
+    info.to_csv(eval_dir / "info.csv", index=False)
+    paths = env(data_root)
+    make_run(paths["models"], "r1")
+    at = open_page()
+    at.form_submit_button[0].click()
+    at.run()
+    assert wait_until_done(at, paths["subs"])["state"] == "completed"
+    assert any("=HYPERLINK.jpg" in shown(w) for w in at.warning), [w.value for w in at.warning]
+    (job,) = [p for p in paths["subs"].iterdir() if p.is_dir()]
+    assert pd.read_csv(job / "submission.csv", dtype=str)["ImageID"].iloc[0] == "=HYPERLINK.jpg"  # exact id kept
