@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/augment.py [--samples 8] [--repeats 5] [--pairs baseline,light center-crop,strong]
 
-"page" is the page's core call, ``transforms.preview_samples`` on an image decoded once: the
+"page" is the page's core call, ``core.specs.preview_samples`` on an image decoded once: the
 deterministic prefix (the resize) runs once, the random rest per sample, torch on one thread.
 "naive" is the obvious loop: per sample, decode the file again, build the Compose, run it on the
 full photo and de-normalise. Both run the same specs under the same seeds in the same process;
@@ -24,7 +24,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.data import images  # noqa: E402
-from core.specs import transforms
+from core.specs.pipeline import build_pipeline  # noqa: E402
+from core.specs.presets import preset  # noqa: E402
+from core.specs.preview import denormalize, preview_samples  # noqa: E402
 
 
 def demo_photo(folder: Path) -> Path:
@@ -37,7 +39,7 @@ def demo_photo(folder: Path) -> Path:
 
 
 def page_redraw(image: np.ndarray, specs: list[list[dict]], n: int, seed: int) -> list[np.ndarray]:
-    return [img for spec in specs for img in transforms.preview_samples(image, spec, n, seed)]
+    return [img for spec in specs for img in preview_samples(image, spec, n, seed)]
 
 
 def naive_redraw(path: Path, specs: list[list[dict]], n: int, seed: int) -> list[np.ndarray]:
@@ -45,8 +47,8 @@ def naive_redraw(path: Path, specs: list[list[dict]], n: int, seed: int) -> list
     for spec in specs:
         torch.manual_seed(seed)
         for _ in range(n):
-            pipeline = transforms.build_pipeline(spec)
-            out.append(transforms.denormalize(pipeline(images.open_rgb(path)), spec))
+            pipeline = build_pipeline(spec)
+            out.append(denormalize(pipeline(images.open_rgb(path)), spec))
     return out
 
 
@@ -73,7 +75,7 @@ def main() -> int:
         print(f"photo {path.name}: {image.shape[1]}×{image.shape[0]}, torch threads {torch.get_num_threads()}")
         for pair in args.pairs:
             names = pair.split(",")
-            specs = [transforms.preset(name)[0] for name in names]
+            specs = [preset(name)[0] for name in names]
             page_redraw(image, specs, 1, 0)  # warm up kernels and imports
             naive_redraw(path, specs, 1, 0)
             seed = 0

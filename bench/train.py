@@ -34,8 +34,10 @@ from core.data import (
     datasets,  # noqa: E402
     demo,
 )
-from core.specs import transforms
-from core.training import models
+from core.specs.pipeline import PrefixThenRest  # noqa: E402
+from core.specs.presets import preset_pair  # noqa: E402
+from core.specs.spec import TransformSpec  # noqa: E402
+from core.training import models  # noqa: E402
 from core.training.loader import CachedSource, DecodeSource, one_thread, open_or_build_cache  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,21 +165,20 @@ def main() -> int:
     labels, _ = index.task_labels("class")
     labels = index.frame.set_index("path").loc[paths, "label"].to_numpy(np.int64)
     n = len(paths)
-    train_spec, _ = transforms.preset("baseline", SIZE)
-    flip_spec = [train_spec[0], {"op": "RandomHorizontalFlip", "p": 0.5}, *train_spec[1:]]
-    prefix, rest = transforms.split_deterministic_prefix(train_spec)
+    train_spec, _ = preset_pair("baseline", SIZE)
+    flip_spec = TransformSpec.parse([train_spec[0], {"op": "RandomHorizontalFlip", "p": 0.5}, *train_spec[1:]])
+    steps, flip_steps = PrefixThenRest(train_spec), PrefixThenRest(flip_spec)  # both cache the same Resize
     print(f"data: {root} ({len(index.frame)} images, using {n}); input {SIZE[0]}x{SIZE[1]}; "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
 
     print("input pipeline (one process; the methods take turns on chunks of 100 images so load drift hits all):")
-    draft_source = DecodeSource(paths, train_spec, workers=0)
-    flip_rest = transforms.split_deterministic_prefix(flip_spec)[1]
+    draft_source = DecodeSource(paths, steps, workers=0)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        cache, skipped, _ = open_or_build_cache(paths, prefix, SIZE, tmp)
+        cache, skipped, _ = open_or_build_cache(paths, steps.prefix_spec, SIZE, tmp)
         build = time.perf_counter() - start
-        source = CachedSource(cache, rest, skipped)
-        flip_source = CachedSource(cache, flip_rest, skipped)
+        source = CachedSource(cache, steps, skipped)
+        flip_source = CachedSource(cache, flip_steps, skipped)
         time_source(source, min(n, 128))  # page the memmap in, as every epoch after the first finds it
         naive = draft = cached = flipped = 0.0
         for lo in range(0, n, 100):
@@ -195,7 +196,7 @@ def main() -> int:
         print("one training epoch at 128x96 (naive loop: naive loader, contiguous; ours: cache):")
         small = compare_epochs("small_cnn", paths, labels, source, warm=64)
         k = min(args.resnet_images, n)
-        cache_k = CachedSource(cache[:k], rest, skipped)
+        cache_k = CachedSource(cache[:k], steps, skipped)
         resnet = compare_epochs("resnet18", paths[:k], labels[:k], cache_k, warm=64)
         del cache, source, flip_source, cache_k
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
+from core import specs as T
 from core.__main__ import main
-from core.specs import transforms as T
 from tests.conftest import REPO_ROOT
 
 RESIZE = {"op": "Resize", "size": [128, 96]}

@@ -26,17 +26,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_check_spec(args: argparse.Namespace) -> int:
-    from core.errors import SpecError
-    from core.specs import transforms
+    from core.specs.paircheck import check_pair
+    from core.specs.saved import load_spec_pair
 
-    if args.eval is None:  # one file: a pair saved by the Augmentations page ({"train": [...], "eval": [...]})
-        train, eval_ = transforms.load_spec_document(args.train)
-        if eval_ is None:
-            raise SpecError(f"{args.train}: holds one spec; give the evaluation spec as a second file")
-    else:
-        train = transforms.load_spec_file(args.train)
-        eval_ = transforms.load_spec_file(args.eval)
-    findings = transforms.check_pair(train, eval_, input_hw=(args.input_size[0], args.input_size[1]))
+    # one file: a pair saved by the Augmentations page ({"train": [...], "eval": [...]}); each spec validated once
+    train, eval_ = load_spec_pair(args.train, args.eval)
+    findings = check_pair(train, eval_, input_hw=(args.input_size[0], args.input_size[1]))
     for finding in findings:
         print(finding)
     return 1 if findings else 0

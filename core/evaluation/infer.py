@@ -34,10 +34,11 @@ import pandas as pd
 import torch
 
 from core import runs
-from core.errors import CheckpointError, ConfigError, DatasetError, ImageError, SubmissionError
+from core.errors import CheckpointError, ConfigError, DatasetError, ImageError, SpecError, SubmissionError
 from core.evaluation import submission
 from core.evaluation.predjobs import output_paths, resolve_run_path
 from core.fsutil import atomic_write_json
+from core.specs.spec import TransformSpec
 
 Progress = Callable[[int, int], None]  # (images done, images in all) over every run of the ensemble
 DEFAULT_BATCH_SIZE = 64
@@ -70,7 +71,7 @@ class RunModel:
     task: str
     classes: list[str]
     img_size: tuple[int, int]
-    eval_spec: list[dict]
+    eval_spec: TransformSpec  # validated once when the run is loaded
     model: torch.nn.Module  # the weights as loaded
     device: torch.device
     net: torch.nn.Module | None = None  # what predictions run through: ``model`` fused for inference
@@ -127,9 +128,13 @@ def load_run(ref: str | os.PathLike, device: str | torch.device | None = None) -
     model = model.to(device=device).eval()
     net = models.fuse_for_inference(model).to(memory_format=torch.channels_last)
     img_size = ckpt.get("img_size") or config.get("img_size") or (0, 0)
+    try:
+        eval_spec = TransformSpec.parse(ckpt["eval_spec"], f"{ckpt_path.name}: eval_spec")
+    except SpecError as err:
+        raise CheckpointError(f"{err}; re-import the checkpoint with a valid eval spec") from err
     return RunModel(
         run_id=run.id, root=run.root, model_name=name, task=task, classes=classes,
-        img_size=(int(img_size[0]), int(img_size[1])), eval_spec=list(ckpt["eval_spec"]), model=model, device=device, net=net,
+        img_size=(int(img_size[0]), int(img_size[1])), eval_spec=eval_spec, model=model, device=device, net=net,
     )  # fmt: skip
 
 
@@ -186,12 +191,12 @@ def collect_items(data: str | os.PathLike) -> Items:
 # ---- loading -----------------------------------------------------------------------------------------
 
 
-def draft_size(spec: list[dict]) -> tuple[int, int] | None:
+def draft_size(spec: Sequence[Any]) -> tuple[int, int] | None:
     """The size a JPEG may be draft-decoded to: the training loader's own rule, so that inference
     sees the same pixels training did (only when the spec starts with a Resize)."""
-    from core.training.loader import draft_size as training_draft_size
+    from core.specs.pipeline import draft_size as spec_draft_size
 
-    return training_draft_size(spec)
+    return spec_draft_size(spec)
 
 
 class InputPipeline:
@@ -202,15 +207,15 @@ class InputPipeline:
     the rest of the spec (to float, Normalize, ...) on a uint8 batch -> float BCHW, as one op per
     step for the whole batch. ``pipeline(path)`` composes both for one image.
 
-    The steps are the training loader's own (``core.training.loader.PrefixThenRest``): the same shortcuts
+    The steps are the training loader's own (``core.specs.pipeline.PrefixThenRest``): the same shortcuts
     (a Resize to the draft-decoded size skipped, Normalize fused), so the same numbers as training.
     """
 
-    def __init__(self, eval_spec: list[dict]):
-        from core.training.loader import PrefixThenRest
+    def __init__(self, eval_spec: TransformSpec | Sequence[dict]):
+        from core.specs.pipeline import PrefixThenRest
 
         self.steps = PrefixThenRest(eval_spec)
-        self._min_size = draft_size(eval_spec)
+        self._min_size = self.steps.draft_size
 
     def load_uint8(self, path: str | os.PathLike) -> torch.Tensor:
         from core.data import images
@@ -218,18 +223,14 @@ class InputPipeline:
         return self.steps.apply_prefix(images.open_rgb(path, min_size=self._min_size))
 
     def finish(self, batch: torch.Tensor) -> torch.Tensor:
-        # a random step after the prefix (unusual in an eval spec) must draw per image, not per batch
-        if self.steps.rest_is_random:
-            return torch.stack([self.steps.rest(x) for x in batch])
-        if self.steps.fast is not None:
-            return self.steps.fast(batch)
-        return self.steps.rest(batch)
+        # a random step after the prefix (unusual in an eval spec) draws per image from the global RNG
+        return self.steps.finish(batch)
 
     def __call__(self, path: str | os.PathLike) -> torch.Tensor:
         return self.finish(self.load_uint8(path).unsqueeze(0))[0]
 
 
-def input_loader(eval_spec: list[dict]) -> InputPipeline:
+def input_loader(eval_spec: TransformSpec | Sequence[dict]) -> InputPipeline:
     """path -> the float CHW tensor a run sees (what predict() feeds the model, image by image)."""
     return InputPipeline(eval_spec)
 

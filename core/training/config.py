@@ -2,17 +2,26 @@
 
 ``from_dict`` rejects unknown keys and invalid values with a ConfigError naming the field, so a
 hand-edited config.json or a bad CLI flag fails before any data is read. Re-exported by core.training.loop.
+
+``train_spec`` and ``eval_spec`` are kept as validated TransformSpecs (parsed once here, from a raw
+list or taken as they are), so the loader and the loop never check them again; ``to_dict`` writes
+them back as plain lists, so config.json keeps its format.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.data.tasks import TASK_NAMES
 from core.errors import ConfigError, SpecError
+from core.specs.geometry import output_size
+from core.specs.presets import preset_pair
+from core.specs.spec import TransformSpec
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
@@ -22,11 +31,9 @@ CACHES = ("none", "memmap")
 DEFAULT_IMG_SIZE = (128, 96)  # the competition baseline's height x width
 
 
-def _default_specs() -> tuple[list[dict], list[dict]]:
-    from core.specs import transforms
-
-    train, eval_ = transforms.preset("baseline", DEFAULT_IMG_SIZE)
-    return list(train), list(eval_)
+@functools.cache  # TransformSpecs are immutable: every default config can share one pair
+def _default_specs() -> tuple[TransformSpec, TransformSpec]:
+    return preset_pair("baseline", DEFAULT_IMG_SIZE)
 
 
 @dataclass
@@ -35,8 +42,8 @@ class TrainConfig:
     task: str = "class"  # what to predict: "class" (18 classes) or one attribute: mask | gender | age
     model: str = "small_cnn"  # backbone name from core.training.models.MODEL_NAMES
     pretrained: bool = False  # start from torchvision weights found in the local torch cache (never downloaded)
-    train_spec: list = field(default_factory=lambda: _default_specs()[0])  # transform steps for training
-    eval_spec: list = field(default_factory=lambda: _default_specs()[1])  # transform steps for validation/inference
+    train_spec: TransformSpec = field(default_factory=lambda: _default_specs()[0])  # transform steps for training
+    eval_spec: TransformSpec = field(default_factory=lambda: _default_specs()[1])  # for validation/inference
     img_size: list = field(default_factory=lambda: list(DEFAULT_IMG_SIZE))  # [h, w] the model sees; = both specs' output
     batch_size: int = 64  # images per optimizer step
     epochs: int = 3  # passes over the training split (ignored when max_steps > 0)
@@ -71,14 +78,17 @@ class TrainConfig:
     # ---- JSON in/out ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON-able values in field order (specs as lists): what config.json holds."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        """Build and validate; a run folder's config.json may also carry "kind": "train"."""
+        """Build and validate. A run folder's config.json may also carry "kind": "train" and the
+        "classes" the training job found (recorded for readers of the run folder, not a setting)."""
         if not isinstance(raw, dict):
             raise ConfigError(f"config must be a JSON object, got {type(raw).__name__}")
         raw = dict(raw)
+        raw.pop("classes", None)
         kind = raw.pop("kind", "train")
         if kind != "train":
             raise ConfigError(f"kind: this is a {kind!r} config, not a training config")
@@ -90,7 +100,7 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with ``changes`` applied (None values are ignored: unset CLI flags)."""
-        merged = self.to_dict()
+        merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # specs stay validated
         merged.update({k: v for k, v in changes.items() if v is not None})
         return TrainConfig.from_dict(merged)
 
@@ -139,15 +149,8 @@ class TrainConfig:
             raise ConfigError(f"img_size: expected [height, width] as two integers, got {size!r}")
         if not all(8 <= v <= 4096 for v in size):
             raise ConfigError(f"img_size: each side must be between 8 and 4096 pixels, got {size}")
-        from core.specs import transforms
-
         for name in ("train_spec", "eval_spec"):
-            spec = getattr(self, name)
-            try:
-                normalised = transforms.validate_spec(spec)
-                out = transforms.output_size(normalised)
-            except SpecError as err:
-                raise ConfigError(f"{name}: {err}") from err
+            out = output_size(getattr(self, name))  # validated when set: no second check here
             if list(out) != list(size):
                 raise ConfigError(
                     f"{name}: produces {out[0]}x{out[1]} images but img_size is {size[0]}x{size[1]}; "
@@ -162,7 +165,8 @@ class TrainConfig:
 
 
 _TYPES: dict[str, type] = {
-    "data": str, "task": str, "model": str, "pretrained": bool, "train_spec": list, "eval_spec": list,
+    "data": str, "task": str, "model": str, "pretrained": bool,
+    "train_spec": TransformSpec, "eval_spec": TransformSpec,  # parsed once by _coerce, from a list
     "img_size": list, "batch_size": int, "epochs": int, "max_steps": int, "optimizer": str, "lr": float,
     "momentum": float, "weight_decay": float, "scheduler": str, "warmup_steps": int, "step_size": int,
     "gamma": float, "loss": str, "label_smoothing": float, "focal_gamma": float, "balanced_sampling": bool,
@@ -190,7 +194,23 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     elif kind is list:
         if isinstance(value, (list, tuple)):
             return list(value)
+    elif kind is TransformSpec:
+        if isinstance(value, (TransformSpec, list, tuple)):
+            return _spec(name, value)
+        kind = list  # what a JSON config gives
     raise ConfigError(f"{name}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _spec(name: str, value: Any) -> TransformSpec:
+    """A TransformSpec as it is; a raw list validated, the one time, with errors naming the field."""
+    try:
+        return TransformSpec.parse(value)
+    except SpecError as err:
+        raise ConfigError(f"{name}: {err}") from err
+
+
+def _plain(value: Any) -> Any:
+    return value.to_list() if isinstance(value, TransformSpec) else copy.deepcopy(value)
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
