@@ -332,7 +332,8 @@ def _save_pair_clicked(pipe: str) -> None:
     try:
         train = transforms.validate_spec(current_spec(pipe, "train"))
         eval_ = transforms.validate_spec(current_spec(pipe, "eval"))
-        path = transforms.save_named_pair(name, train, eval_)
+        overwrite = bool(st.session_state.get(f"augment_{pipe}_overwrite", False))
+        path = transforms.save_named_pair(name, train, eval_, overwrite=overwrite)
     except WorkbenchError as err:
         st.session_state[f"augment_{pipe}_saved"] = ("error", str(err))
     else:
@@ -342,9 +343,10 @@ def _save_pair_clicked(pipe: str) -> None:
 
 
 def _save_pair(pipe: str) -> None:
-    cols = st.columns([3, 1], vertical_alignment="bottom")
+    cols = st.columns([3, 1, 1], vertical_alignment="bottom")
     cols[0].text_input("Save this pair as", key=f"augment_{pipe}_savename", placeholder="e.g. crop-flip-v1")
-    cols[1].button("Save", key=f"augment_{pipe}_save", on_click=_save_pair_clicked, args=(pipe,))
+    cols[1].checkbox("Overwrite", key=f"augment_{pipe}_overwrite", help="Replace a saved pair of the same name")
+    cols[2].button("Save", key=f"augment_{pipe}_save", on_click=_save_pair_clicked, args=(pipe,))
     if outcome := st.session_state.pop(f"augment_{pipe}_saved", None):
         if outcome[0] == "error":
             widgets.error(outcome[1])

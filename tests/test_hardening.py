@@ -441,3 +441,35 @@ def test_touch_used_marks_a_file_used_without_changing_its_mtime(tmp_path):
     cachebudget.touch_used(path)
     st = path.stat()
     assert st.st_mtime == 1_000_000 and st.st_atime > 1_000_000
+
+
+def test_saved_pair_names_with_a_trailing_newline_are_refused(tmp_path):
+    from core.errors import SpecError
+    from core.specs import saved
+
+    with pytest.raises(SpecError, match="not a usable name"):
+        saved.check_pair_name("pair\n")
+    assert saved.check_pair_name("pair") == "pair"
+
+
+def test_decoded_caches_are_evicted_least_recently_used_first(tmp_path, monkeypatch):
+    from core.specs import transforms
+    from core.training import loader
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = []
+    for i in range(4):
+        Image.new("RGB", (48, 64), (40 * i, 90, 160)).save(photos / f"{i}.jpg")
+        paths.append(str(photos / f"{i}.jpg"))
+    prefix = transforms.TransformSpec.parse([{"op": "Resize", "size": [32, 24]}])
+    monkeypatch.setenv("WORKBENCH_DECODED_CACHE_MB", "0")  # any other cache is over budget
+    loader.open_or_build_cache(paths[:2], prefix, (32, 24), tmp_path / "cache")
+    old = sorted((tmp_path / "cache" / "decoded").iterdir())
+    assert len(old) == 2
+    hour_ago = time.time() - 3600
+    for f in old:
+        os.utime(f, (hour_ago, hour_ago))
+    loader.open_or_build_cache(paths[2:], prefix, (32, 24), tmp_path / "cache")
+    left = sorted((tmp_path / "cache" / "decoded").iterdir())
+    assert len(left) == 2 and not set(old) & set(left)  # the old entry went, the one just built stayed

@@ -209,6 +209,19 @@ def test_load_a_preset_and_save_a_pair_for_the_training_page(env):
 
     assert transforms.load_named_pair("crop-v1", folder=env / "specs")[0][0]["op"] == "CenterCrop"
 
+    before = (env / "specs" / "crop-v1.json").read_bytes()
+    at.selectbox(key="augment_B_pick").set_value("preset: baseline")
+    at.button(key="augment_B_load").click()
+    at.run()
+    at.button(key="augment_B_save").click()  # same name again: refused, the saved pair kept
+    at.run()
+    assert any("already exists" in e for e in errors(at))
+    assert (env / "specs" / "crop-v1.json").read_bytes() == before
+    at.checkbox(key="augment_B_overwrite").check()
+    at.button(key="augment_B_save").click()
+    at.run()
+    assert (env / "specs" / "crop-v1.json").read_bytes() != before
+
 
 def test_picking_images_by_class_index_and_at_random(env):
     at = open_page()

@@ -85,7 +85,7 @@ def import_checkpoint(
         preset_train, preset_eval = transforms.preset("baseline", img_size=img_size)
         eval_spec = preset_eval if eval_spec is None else eval_spec
         train_spec = preset_train if train_spec is None else train_spec
-    transforms.validate_spec(eval_spec)
+    eval_spec, train_spec = transforms.validate_spec(eval_spec), transforms.validate_spec(train_spec)  # plain lists
 
     run_dir = Path(run_dir)
     folder = runs.create_run_folder(run_dir.parent, run_id=run_dir.name)

@@ -101,7 +101,7 @@ _PAIR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def check_pair_name(name: str) -> str:
     """The name if it is usable as a file name; SpecError otherwise."""
-    if not isinstance(name, str) or not _PAIR_NAME.match(name) or name.endswith(".json") or ".." in name:
+    if not isinstance(name, str) or not _PAIR_NAME.fullmatch(name) or name.endswith(".json") or ".." in name:
         raise SpecError(
             f"{name!r} is not a usable name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -123,12 +123,19 @@ def _pair_path(name: str, folder: str | os.PathLike | None) -> Path:
     return resolve_inside(base, f"{check_pair_name(name)}.json")
 
 
-def save_named_pair(name: str, train: Any, eval_: Any, folder: str | os.PathLike | None = None) -> Path:
-    """Save a validated (train, eval) pair as <specs_dir>/<name>.json (atomically); returns the path."""
+def save_named_pair(
+    name: str, train: Any, eval_: Any, folder: str | os.PathLike | None = None, overwrite: bool = False
+) -> Path:
+    """Save a validated (train, eval) pair as <specs_dir>/<name>.json (atomically); returns the path.
+
+    An existing pair of that name is replaced only with ``overwrite``: a saved pair may be what a
+    run was trained with, and losing it silently loses how to reproduce the run."""
     from core.fsutil import atomic_write_text
 
     text = pair_to_json(train, eval_, name=check_pair_name(name))
     path = _pair_path(name, folder)
+    if path.exists() and not overwrite:
+        raise SpecError(f"a pair named {name!r} already exists ({path}): choose another name, or tick Overwrite")
     atomic_write_text(path, text)
     return path
 
@@ -138,7 +145,7 @@ def list_named_pairs(folder: str | os.PathLike | None = None) -> list[str]:
     base = _specs_dir(folder)
     if not base.is_dir():
         return []
-    return sorted(p.stem for p in base.glob("*.json") if p.is_file() and _PAIR_NAME.match(p.stem))
+    return sorted(p.stem for p in base.glob("*.json") if p.is_file() and _PAIR_NAME.fullmatch(p.stem))
 
 
 def load_named_pair(name: str, folder: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:

@@ -155,6 +155,7 @@ class CachedSource:
         self.skipped = skipped
 
     def batches(self, positions: np.ndarray, seeds: np.ndarray, batch_size: int) -> Iterator[Batch]:
+        _mark_used(self.cache)  # once an epoch: a cache a running job reads stays the newest, never evicted first
         keep = np.array([p not in self.skipped.reasons for p in positions.tolist()], dtype=bool)
         positions, seeds = positions[keep], seeds[keep]
         for part in _chunks(len(positions), batch_size):
@@ -204,6 +205,7 @@ def open_or_build_cache(
     meta = _read_meta(meta_path)
     if meta is not None and data_path.is_file() and data_path.stat().st_size == int(np.prod(shape)):
         skipped = SkippedImages({int(k): v for k, v in meta.get("skipped", {}).items()})
+        _keep_within_budget(folder, data_path, meta_path)
         return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), skipped, False
 
     from core.fsutil import atomic_write_json
@@ -238,7 +240,27 @@ def open_or_build_cache(
         raise
     atomic_write_json(meta_path, {"n": len(paths), "hw": list(out_hw), "prefix": prefix.to_list(),
                                   "skipped": {str(k): v for k, v in skipped.reasons.items()}})  # fmt: skip
+    _keep_within_budget(folder, data_path, meta_path)
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), skipped, True
+
+
+def _keep_within_budget(folder: Path, data_path: Path, meta_path: Path) -> None:
+    """Evict the least recently used decoded caches past ``decoded_cache_mb``. Never this one, nor a
+    build in progress (younger than ten minutes); a job still reading an evicted file keeps its
+    mapping (Linux), and the next run of it rebuilds the cache."""
+    from core import cachebudget, settings
+
+    cachebudget.touch_used(data_path)
+    budget = settings.load().decoded_cache_mb << 20
+    cachebudget.enforce_budget(folder, budget, protected=[data_path, meta_path], group=cachebudget.by_stem, min_age_s=600)
+
+
+def _mark_used(cache: np.ndarray) -> None:
+    filename = getattr(cache, "filename", None)
+    if filename:
+        from core import cachebudget
+
+        cachebudget.touch_used(filename)
 
 
 def _read_meta(path: Path) -> dict | None:
