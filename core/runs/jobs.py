@@ -475,8 +475,11 @@ def run_summary(run: RunFolder) -> dict[str, Any]:
     }
 
 
-def list_runs(models_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """All runs under ``models_dir`` (default settings.models_dir), newest first, reconciled."""
+def list_runs(models_dir: str | os.PathLike | None = None, include_archived: bool = False) -> pd.DataFrame:
+    """All runs under ``models_dir`` (default settings.models_dir), newest first, reconciled, with their
+    journal (name, tags, starred, archived); archived runs only with ``include_archived``."""
+    from core.runs import journal
+
     parent = Path(models_dir) if models_dir else settings.load().models_dir
     rows = []
     for run in runs.list_run_folders(parent):
@@ -484,4 +487,4 @@ def list_runs(models_dir: str | os.PathLike | None = None) -> pd.DataFrame:
             rows.append(run_summary(run))
         except (WorkbenchError, OSError, ValueError):
             continue  # a folder being deleted or damaged must not hide the others
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return journal.annotate(pd.DataFrame(rows, columns=RUN_COLUMNS), include_archived=include_archived)
