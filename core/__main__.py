@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "core.cli.jobs",
     "core.cli.review",
     "core.cli.infer",
+    "core.cli.leaderboard",
+    "core.cli.sweep",
+    "core.cli.models",
+    "core.cli.explain",
 )
 
 

@@ -30,6 +30,10 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
+# Tests never reach the internet: pretrained weights come from a loopback server a test starts (its
+# tests unset this) or are refused at once. Set before anything imports timm / huggingface_hub.
+os.environ.setdefault("WORKBENCH_OFFLINE", "1")
+
 
 def wait_until(predicate, timeout: float = 180.0, what: str = "condition", interval: float = 0.05):
     """Poll ``predicate`` until it returns something truthy (returned) or fail after ``timeout`` s."""

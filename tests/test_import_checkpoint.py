@@ -125,7 +125,7 @@ def test_malicious_checkpoint_in_a_run_is_refused_at_predict(settings_env, tmp_p
 def test_bad_inputs_named(settings_env, tmp_path):
     file = tmp_path / "w.pt"
     torch.save(state_dict(), file)
-    with pytest.raises(ConfigError, match="unknown architecture"):
+    with pytest.raises(ConfigError, match="unknown backbone .alexnet9000.; did you mean alexnet"):
         checkpoints.import_checkpoint(file, "alexnet9000", "class", tmp_path / "models" / "a")
     with pytest.raises(ConfigError, match="unknown task"):
         checkpoints.import_checkpoint(file, "small_cnn", "colour", tmp_path / "models" / "a")

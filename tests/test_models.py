@@ -1,15 +1,16 @@
-"""The backbone registry: heads replaced, pretrained weights only from the local cache, checked loading."""
+"""The backbone registry: names across torchvision and timm, fixed sizes, heads replaced, cached weights, checked loading."""
 
 from __future__ import annotations
 
 import pickle
 
+import huggingface_hub  # noqa: F401 - before any test turns offline mode on: it reads HF_HUB_OFFLINE once
 import pytest
 import torch
 from torch import nn
 
 from core.errors import CheckpointError, ConfigError
-from core.training import models
+from core.training import models, weights
 
 LIGHT = ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"]
 
@@ -25,15 +26,11 @@ def one_thread():
 
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
-    """An empty torch hub cache, and any download attempt turned into a test failure."""
+    """An empty torch hub cache, and WORKBENCH_OFFLINE=1: these tests never reach for the network."""
     before = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("build_model tried to download weights")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # restored after is_offline() sets it
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
     yield tmp_path / "hub" / "checkpoints"
     torch.hub.set_dir(before)
 
@@ -61,7 +58,7 @@ def test_light_backbones_run_at_the_baseline_aspect(name):
 
 
 def test_unknown_backbone_and_too_few_classes_are_refused():
-    with pytest.raises(ConfigError, match="model: unknown backbone 'resnet9000'"):
+    with pytest.raises(ConfigError, match="model: unknown backbone 'resnet9000'; did you mean resnet"):
         models.build_model("resnet9000", 3)
     with pytest.raises(ConfigError, match="at least 2 classes"):
         models.build_model("small_cnn", 1)
@@ -69,13 +66,14 @@ def test_unknown_backbone_and_too_few_classes_are_refused():
         models.build_model("small_cnn", 3, pretrained=True)
 
 
-def test_missing_pretrained_weights_fail_at_once_naming_file_and_folder(empty_hub):
+def test_missing_pretrained_weights_offline_fail_at_once_naming_file_and_folder(empty_hub):
     with pytest.raises(CheckpointError) as err:
         models.build_model("resnet18", 3, pretrained=True)
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message
     assert str(empty_hub) in message
-    assert "never downloaded" in message
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert "WORKBENCH_OFFLINE=1" in message
 
 
 def test_pretrained_weights_load_from_the_local_cache(empty_hub):
@@ -152,3 +150,54 @@ def test_freed_memory_is_kept_on_linux():
     from core import settings
 
     assert settings.keep_freed_memory() is sys.platform.startswith("linux")
+
+
+def test_the_whole_zoo_is_accepted_by_name_and_typos_get_suggestions():
+    for name in ("regnet_y_400mf", "efficientnet_v2_s", "vit_b_16", "swin_t", "timm:resnet10t",
+                 "timm:efficientnet_b3.ra2_in1k", "timm:convnext_tiny.fb_in22k", *models.MODEL_NAMES):  # fmt: skip
+        assert models.check_model_name(name) == name
+    assert set(models.torchvision_model_names()) >= {"resnet18", "maxvit_t", "squeezenet1_0"}
+    with pytest.raises(ConfigError, match="did you mean timm:resnet10t"):
+        models.check_model_name("timm:resnet10tt")
+    with pytest.raises(ConfigError, match="unknown backbone 'timm:resnet10t.no_such_tag'"):
+        models.check_model_name("timm:resnet10t.no_such_tag")
+    for not_a_classifier in ("fasterrcnn_resnet50_fpn", "timm:", "small_cnn ", 7):
+        with pytest.raises(ConfigError, match="model:"):
+            models.check_model_name(not_a_classifier)
+    assert [models.model_source(n) for n in ("small_cnn", "resnet18", "timm:resnet10t")] == [
+        "builtin",
+        "torchvision",
+        "timm",
+    ]
+
+
+def test_fixed_size_backbones_are_known_before_launch():
+    assert models.fixed_input_size("vit_b_16") == (224, 224)
+    assert models.fixed_input_size("vit_h_14", pretrained=True) == (518, 518)  # its default weights are SWAG at 518
+    assert models.fixed_input_size("maxvit_t") == (224, 224)
+    assert models.fixed_input_size("timm:test_vit") == (160, 160)
+    for free in ("resnet18", "swin_t", "small_cnn", "timm:resnet10t"):
+        assert models.fixed_input_size(free) is None
+    models.check_model_config("vit_b_16", False, [224, 224])
+    with pytest.raises(
+        ConfigError, match=r"img_size: vit_b_16 takes 224x224 images only, got 128x96; set img_size to \[224, 224\]"
+    ):
+        models.check_model_config("vit_b_16", False, [128, 96])
+    models.check_model_config("resnet18", True, [128, 96])
+    with pytest.raises(ConfigError, match="pretrained: small_cnn has no pretrained weights"):
+        models.check_model_config("small_cnn", True)
+
+
+def test_timm_heads_are_found_and_checked_like_torchvision_ones():
+    net = models.build_model("timm:test_vit", 4)
+    assert models.head_weight_key(net) == "head.weight"
+    models.load_state_dict_checked(models.build_model("timm:test_vit", 4), net.state_dict(), "timm:test_vit", 4)
+    with pytest.raises(CheckpointError, match="it predicts 6 classes, the task has 4"):
+        models.load_state_dict_checked(net, models.build_model("timm:test_vit", 6).state_dict(), "timm:test_vit", 4)
+
+
+def test_inception_and_googlenet_train_without_auxiliary_outputs():
+    for name in ("googlenet", "inception_v3"):
+        net = models.build_model(name, 3).train()
+        out = net(torch.rand(2, 3, 96, 96))
+        assert isinstance(out, torch.Tensor) and out.shape == (2, 3)

@@ -75,8 +75,7 @@ def import_checkpoint(
     from core.training import models
 
     classes = list(classes) if classes else task_classes(task)
-    if model not in models.MODEL_NAMES:
-        raise ConfigError(f"unknown architecture {model!r}; choose one of {', '.join(models.MODEL_NAMES)}")
+    models.check_model_name(model)  # any backbone of the zoo; ConfigError names the nearest names
     state_dict = read_state_dict(file)
     net = models.build_model(model, len(classes), pretrained=False)
     models.load_state_dict_checked(net, state_dict, model, len(classes))
