@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,24 @@ def test_mask_layout_detected_from_top_train_or_images(tmp_path, given):
     assert len(index.frame) == 21
     assert index.problems == []  # junk (._ twins, .DS_Store, Thumbs.db) is skipped silently
     assert index.classes == list(tasks.CLASS_NAMES)
-    assert index.eval is not None and len(index.eval.frame) == 1
+    # eval/ sits beside train/: only the top folder holds it (nothing above the given root is read)
+    assert (index.eval is not None and len(index.eval.frame) == 1) == (given == "")
+
+
+def test_nothing_above_the_dataset_root_is_read(tmp_path):
+    """A people-style folder placed directly in a data root must not pick up the data root's
+    train.csv or an eval/ beside the data root (finding 10); nor a folder holding images/."""
+    data = tmp_path / "data"
+    add_person(data / "people", "000001_female_Asian_45")
+    write(data / "train.csv", b"id,gender,race,age,path\n9,male,Asian,40,000009_male_Asian_40\n")
+    write(tmp_path / "eval" / "info.csv", b"ImageID,ans\nx.jpg,0\n")
+    index = datasets.scan(data / "people")
+    assert index.format == "mask" and len(index.frame) == 7
+    assert index.eval is None and index.problems == []
+    add_person(data / "ds" / "images", "000002_male_Asian_25")
+    write(data / "eval" / "info.csv", b"ImageID,ans\nx.jpg,0\n")
+    index = datasets.scan(data / "ds")
+    assert index.format == "mask" and index.eval is None and index.problems == []
 
 
 def test_mask_layout_labels_and_columns(tmp_path):
@@ -193,6 +211,28 @@ def test_eval_rows_whose_file_is_absent(tmp_path):
     assert ev.missing == ["e" * 40 + ".jpg", "../../secret.jpg"]
     assert {p.kind for p in ev.problems} == {"eval_missing", "outside_root"}
     assert datasets.scan_eval(root).root == (root / "eval").resolve()  # the top folder works too
+
+
+@pytest.mark.parametrize("linked", ["eval", "eval/images", "eval/info.csv"])
+def test_an_eval_folder_linked_from_outside_the_root_is_not_read(tmp_path, linked):
+    outside = make_mask_tree(tmp_path / "elsewhere")
+    root = make_mask_tree(tmp_path / "ds")
+    target = root / linked
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    os.symlink(outside / linked, target)
+    assert datasets.scan(root).eval is None
+
+
+def test_eval_image_id_with_a_nul_byte_is_refused(tmp_path):
+    root = make_mask_tree(tmp_path / "ds")
+    with open(root / "eval" / "info.csv", "a") as fh:
+        fh.write("x\x00.jpg,0\n")
+    ev = datasets.scan_eval(root / "eval")
+    assert ev.missing == ["x\x00.jpg"] and ev.frame["exists"].tolist() == [True, False]
+    assert [p.kind for p in ev.problems] == ["outside_root"] and "\x00" not in ev.problems[0].path
 
 
 def test_train_csv_listing_a_folder_that_is_gone(tmp_path):
@@ -337,6 +377,40 @@ def test_csv_missing_columns(tmp_path):
         datasets.scan(manifest)
     with pytest.raises(DatasetError, match="path,label"):
         datasets.scan(manifest.parent / "imgs" / ".." / "manifest.csv")
+
+
+def test_nul_byte_in_a_manifest_path_is_a_bad_row(tmp_path):
+    manifest = make_csv_tree(tmp_path / "m", ["imgs/a.jpg,cat", "imgs/b\x00.jpg,cat", "imgs/c.png,d\x00g"])
+    index = datasets.scan(manifest)
+    problems = kinds(index)
+    assert len(problems["bad_row"]) == 1 and "NUL" in index.problems[0].message
+    assert "\x00" not in problems["bad_row"][0]  # the reported path is printable
+    assert sorted(index.frame["rel"]) == ["imgs/a.jpg", "imgs/c.png"]
+
+
+def test_problems_are_capped_keeping_the_first_and_counting_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_MAX_PROBLEMS", "5")
+    rows = ["imgs/a.jpg,cat"] + [f"imgs/missing{i}.jpg,cat" for i in range(20)]
+    index = datasets.scan(make_csv_tree(tmp_path / "m", rows))
+    assert [p.path for p in index.problems] == [f"imgs/missing{i}.jpg" for i in range(5)]
+    assert index.more_problems == 15
+    summary = index.summary()
+    assert len(summary["problems"]) == 5 and summary["more_problems"] == 15
+
+
+def test_manifest_rows_are_capped_with_an_error_naming_file_and_cap(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_MANIFEST_MAX_ROWS", "10")
+    assert len(datasets.scan(make_csv_tree(tmp_path / "ok", ["imgs/a.jpg,cat"] * 10)).frame) == 1
+    manifest = make_csv_tree(tmp_path / "m", ["imgs/a.jpg,cat"] * 11)
+    with pytest.raises(DatasetError, match=r"manifest\.csv.*10 rows.*WORKBENCH_MANIFEST_MAX_ROWS"):
+        datasets.scan(manifest)
+
+
+def test_manifest_ragged_rows_are_problems_not_a_failed_scan(tmp_path):
+    manifest = make_csv_tree(tmp_path / "m", ["imgs/a.jpg,cat", "imgs/b.jpg,dog,extra,fields", "imgs/c.png"])
+    index = datasets.scan(manifest)
+    assert sorted(index.frame["rel"]) == ["imgs/a.jpg"]
+    assert [p.kind for p in index.problems] == ["bad_row", "bad_row"]
 
 
 def test_csv_group_column(tmp_path):

@@ -6,11 +6,19 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from core.__main__ import main
 from tests.imagefactory import jpeg_bytes, write
 from tests.test_datasets import make_mask_tree
 
 from .conftest import REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """`scan` keeps its index under the cache folder: each test gets its own (subprocesses inherit it)."""
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -59,3 +67,37 @@ def test_missing_or_empty_root_is_one_line_and_nonzero(tmp_path):
         assert result.returncode != 0
         assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: ")
         assert "Traceback" not in result.stderr
+
+
+def test_scan_uses_the_index_and_rescan_forces_a_full_scan(tmp_path, monkeypatch, capsys):
+    from core.data import images
+
+    calls = []
+    real = images.read_header
+    monkeypatch.setattr(images, "read_header", lambda path: calls.append(path) or real(path))
+    root = make_mask_tree(tmp_path / "ds")
+    assert main(["scan", str(root)]) == 0
+    assert len(calls) == 21 and (tmp_path / "cache" / "index").is_dir()
+    assert main(["scan", str(root), "--json"]) == 0
+    assert len(calls) == 21  # reopened from the index
+    assert main(["scan", str(root), "--rescan"]) == 0
+    assert len(calls) == 42
+    assert "images: 21" in capsys.readouterr().out
+
+
+def test_capped_problems_are_counted_in_the_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORKBENCH_MAX_PROBLEMS", "3")
+    write(tmp_path / "m" / "a.jpg", jpeg_bytes())
+    rows = "".join(f"gone{i}.jpg,cat\n" for i in range(30))
+    write(tmp_path / "m" / "list.csv", f"path,label\na.jpg,cat\n{rows}".encode())
+    assert main(["scan", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "problems: 30" in out and "and 27 more problems" in out
+
+
+def test_a_nul_byte_in_a_manifest_is_reported_not_a_traceback(tmp_path):
+    write(tmp_path / "m" / "a.jpg", jpeg_bytes())
+    write(tmp_path / "m" / "list.csv", b"path,label\na.jpg,cat\nb\x00.jpg,cat\n")
+    result = run_cli("scan", str(tmp_path / "m" / "list.csv"), "--json", "--rescan")
+    assert result.returncode == 0, result.stderr
+    assert [p["kind"] for p in json.loads(result.stdout)["problems"]] == ["bad_row"]

@@ -1,4 +1,10 @@
-"""CLI: ``python -m core scan ROOT [--json] [--verify]``: index a dataset and print what it holds."""
+"""CLI: ``python -m core scan ROOT [--json] [--verify] [--rescan]``: index a dataset and print what it holds.
+
+The scan keeps a persisted index (core.data.index_store, under the cache folder): a second scan of an
+unchanged dataset reads no image header, and one of a changed dataset reads only the changed folders.
+``--rescan`` ignores the stored index (a full scan) and stores a fresh one; ``--verify`` always reads
+everything (it decodes every image) and leaves the index as it is.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("root", help="dataset folder, or a path,label CSV manifest")
     scan.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     scan.add_argument("--verify", action="store_true", help="also decode every image fully (slower; shows progress)")
+    scan.add_argument(
+        "--rescan", action="store_true",
+        help="ignore the stored index and read every folder again (after files were replaced in place)",
+    )  # fmt: skip
     scan.set_defaults(func=run_scan)
 
 
@@ -27,7 +37,7 @@ def run_scan(args: argparse.Namespace) -> int:
     from core.data import datasets, stats
 
     progress = _progress_printer() if args.verify else None
-    index = datasets.scan(args.root, verify=args.verify, progress=progress)
+    index = datasets.scan(args.root, verify=args.verify, progress=progress, use_index=True, rescan=args.rescan)
     summary = index.summary()
     if args.json:
         print(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -65,9 +75,13 @@ def format_summary(summary: dict, imbalance: float) -> str:
         ev = summary["eval"]
         lines.append(f"eval: {ev['rows']} rows, {len(ev['missing'])} missing files")
     problems = summary["problems"]
-    lines.append(f"problems: {len(problems)}")
-    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+    more = int(summary.get("more_problems", 0))  # found beyond the WORKBENCH_MAX_PROBLEMS kept
+    lines.append(f"problems: {len(problems) + more}")
+    shown = problems[:MAX_PROBLEMS_SHOWN]
+    for problem in shown:
         lines.append(f"  [{problem['kind']}] {problem['path']}: {problem['message']}")
-    if len(problems) > MAX_PROBLEMS_SHOWN:
-        lines.append(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more (use --json for all)")
+    rest = len(problems) - len(shown) + more
+    if rest:
+        kept = f"; only the first {len(problems)} are kept, see WORKBENCH_MAX_PROBLEMS" if more else ""
+        lines.append(f"  ... and {rest} more problems (use --json for the list{kept})")
     return "\n".join(lines)

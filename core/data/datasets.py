@@ -1,8 +1,9 @@
 """Dataset formats -> DatasetIndex (pandas frame) + problems. No pixel decoding.
 
 CONTRACT (other modules code against these names). Tasks, class names and the 18-class encoding
-live in core.data.tasks; the page's statistics in core.data.stats; folder walking and ``Problem`` in
-core.data.tree; the eval folder (``EvalSet``, ``scan_eval``) in core.data.evalset.
+live in core.data.tasks; the page's statistics in core.data.stats; folder walking, manifest rows and
+``Problem`` in core.data.tree; the eval folder (``EvalSet``, ``scan_eval``) in core.data.evalset; the
+persisted index in core.data.index_store; which folders a page may open in core.data.roots.
 
     @dataclass Problem: path: str, kind: str, message: str      # kind e.g. "truncated", "missing_photo"
 
@@ -17,7 +18,8 @@ core.data.tree; the eval folder (``EvalSet``, ``scan_eval``) in core.data.evalse
             photo (str; "mask1".."mask5","incorrect_mask","normal" for the mask layout, else ""),
             width, height (int, after EXIF orientation), format (str, "JPEG", "PNG"... from the content)
         classes: list[str]          # names in label order
-        problems: list[Problem]
+        problems: list[Problem]     # the first WORKBENCH_MAX_PROBLEMS (1000) found
+        more_problems: int          # problems found beyond those, counted only
         eval: EvalSet | None        # the competition's eval/ folder when present
         has_attributes: bool        # True for the mask layout
         manifest: Path | None       # the CSV manifest for the csv format
@@ -25,17 +27,25 @@ core.data.tree; the eval folder (``EvalSet``, ``scan_eval``) in core.data.evalse
         task_labels(task) -> (np.ndarray[int], list[str])   # labels and class names for a task name
         tasks() -> list[Task]       # the tasks this dataset supports (core.data.tasks.dataset_tasks)
         attribute_counts(attribute) -> pd.Series             # images per attribute value name
+        class_rows(label, start=0, stop=None) -> pd.DataFrame  # a class's rows (a page of them), O(page)
+        memory_bytes() -> int       # what this index holds in memory (frames deep, problems)
         summary() -> dict          # the `scan --json` object (see the foundation issue)
 
-    scan(root, verify=False, progress=None) -> DatasetIndex
+    scan(root, verify=False, progress=None, *, use_index=False, rescan=False, index_dir=None) -> DatasetIndex
         # detects the format (mask layout given as its top, train/ or train/images/; class folders;
-        # a CSV manifest path,label[,group] as the file or a folder holding it). Raises DatasetError for a
-        # root that does not exist or holds no images. progress(done, total) is called when verify.
+        # a CSV manifest path,label[,group] as the file or a folder holding it). Nothing above the given
+        # root is read: train.csv and eval/ are found only inside it. Raises DatasetError for a root
+        # that does not exist or holds no usable images, and for a manifest over
+        # WORKBENCH_MANIFEST_MAX_ROWS rows. progress(done, total) is called when verify.
+        # use_index: reuse and update the persisted index (core.data.index_store; index_dir defaults to
+        # <cache_dir>/index): unchanged folders are not read again, a failed scan is remembered until
+        # its files change; rescan: ignore the stored index (a full scan) and store a new one.
 
 Problem kinds: from headers "empty", "truncated", "not_image", "bomb", "unreadable" (and "undecodable"
 with verify); from the tree "missing_photo", "bad_folder_name", "unexpected_file", "duplicate",
 "missing_folder", "stray_file", "outside_root", "broken_link", "symlink_loop", "empty_class",
-"unknown_column", "bad_row", "missing_file", "eval_missing".
+"unknown_column", "bad_row", "missing_file", "bad_name" (not UTF-8), "eval_missing". Order: the top folder's, each unit's
+(person or class folder, or the manifest) in name order, train.csv's, the eval folder's.
 """
 
 from __future__ import annotations
@@ -43,36 +53,23 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.data import images
-from core.data.evalset import EvalSet, scan_eval
-from core.data.tasks import (
-    ATTRIBUTE_COLUMNS,
-    ATTRIBUTE_NAMES,
-    ATTRIBUTES,
-    CLASS_NAMES,
-    CLASS_TASK,
-    MASK_INCORRECT,
-    MASK_NOT_WEAR,
-    MASK_WEAR,
-    TASK_NAMES,
-    Task,
-    age_band,
-    dataset_tasks,
-    encode_class,
-)
-from core.data.tree import FolderTree, Problem
-from core.errors import DatasetError, ImageError
+from core.data import images, index_store
+from core.data import tasks as taskdefs
+from core.data import tree as listing
+from core.data.evalset import EvalSet, scan_eval  # noqa: F401 - scan_eval is part of this module's API
+from core.data.index_store import ProgressFn, ScanUnit, StoredIndex
+from core.data.tree import FolderTree, Problem, ProblemList
+from core.errors import DatasetError
 
 # The seven photos of a person and their mask state.
-PHOTO_MASK = {**{f"mask{i}": MASK_WEAR for i in range(1, 6)}, "incorrect_mask": MASK_INCORRECT, "normal": MASK_NOT_WEAR}
+_WEAR, _INCORRECT, _NOT_WEAR = taskdefs.MASK_WEAR, taskdefs.MASK_INCORRECT, taskdefs.MASK_NOT_WEAR
+PHOTO_MASK = {**{f"mask{i}": _WEAR for i in range(1, 6)}, "incorrect_mask": _INCORRECT, "normal": _NOT_WEAR}
 PHOTOS = tuple(PHOTO_MASK)
 
 # How person folders spell the gender: file-format words, in the encoding's gender order.
@@ -84,11 +81,7 @@ FRAME_COLUMNS = [
     "path", "rel", "label", "class_name", "group", "person_id",
     "mask", "gender", "age_band", "age", "photo", "width", "height", "format",
 ]  # fmt: skip
-
-ProgressFn = Callable[[int, int], None]
-
-# Header reads wait on the file system (GIL released): a few threads overlap those waits.
-HEADER_THREADS = 4
+_INT_COLUMNS = ["label", "mask", "gender", "age_band", "age", "width", "height"]
 
 
 @dataclass
@@ -101,29 +94,48 @@ class DatasetIndex:
     eval: EvalSet | None = None
     has_attributes: bool = False
     manifest: Path | None = None
+    more_problems: int = 0
+    _rows_by_label: dict | None = field(default=None, repr=False, compare=False)
 
-    def tasks(self) -> list[Task]:
+    def tasks(self) -> list[taskdefs.Task]:
         """The tasks this dataset supports: the mask layout's four, or its own classes alone."""
-        return dataset_tasks(self.classes, self.has_attributes)
+        return taskdefs.dataset_tasks(self.classes, self.has_attributes)
 
     def task_labels(self, task: str) -> tuple[np.ndarray, list[str]]:
         """Integer labels per row and the class names for ``task`` (a name from core.data.tasks)."""
-        if task not in TASK_NAMES:
-            raise DatasetError(f"unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}")
-        if task == CLASS_TASK:
+        if task not in taskdefs.TASK_NAMES:
+            raise DatasetError(f"unknown task {task!r}; choose one of {', '.join(taskdefs.TASK_NAMES)}")
+        if task == taskdefs.CLASS_TASK:
             return self.frame["label"].to_numpy(dtype=np.int64), list(self.classes)
         if not self.has_attributes:
             raise DatasetError(
                 f"task {task!r} needs the mask-status layout (person folders); this {self.format} dataset has "
-                f"only classes: use the task {CLASS_TASK!r}"
+                f"only classes: use the task {taskdefs.CLASS_TASK!r}"
             )
-        return self.frame[ATTRIBUTE_COLUMNS[task]].to_numpy(dtype=np.int64), list(ATTRIBUTE_NAMES[task])
+        column = taskdefs.ATTRIBUTE_COLUMNS[task]
+        return self.frame[column].to_numpy(dtype=np.int64), list(taskdefs.ATTRIBUTE_NAMES[task])
 
     def attribute_counts(self, attribute: str) -> pd.Series:
         """Images per value name of ``attribute`` ("mask", "gender" or "age"), zeros included."""
-        names = ATTRIBUTE_NAMES[attribute]
-        counts = self.frame[ATTRIBUTE_COLUMNS[attribute]].value_counts()
+        names = taskdefs.ATTRIBUTE_NAMES[attribute]
+        counts = self.frame[taskdefs.ATTRIBUTE_COLUMNS[attribute]].value_counts()
         return pd.Series([int(counts.get(i, 0)) for i in range(len(names))], index=list(names), name=attribute)
+
+    def class_rows(self, label: int, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """The rows of class ``label`` (``start:stop`` of them), in frame order. Each class's row
+        positions are grouped once, so a gallery page costs the same in a dataset of any size."""
+        if self._rows_by_label is None:
+            self._rows_by_label = {int(k): v for k, v in self.frame.groupby("label", sort=False).indices.items()}
+        positions = self._rows_by_label.get(int(label), np.empty(0, dtype=np.int64))
+        return self.frame.iloc[positions[start:stop]]
+
+    def memory_bytes(self) -> int:
+        """Bytes this index holds: its frames (strings counted deep) and its problems' text."""
+        total = int(self.frame.memory_usage(deep=True).sum())
+        if self.eval is not None:
+            total += int(self.eval.frame.memory_usage(deep=True).sum())
+        total += sum(p.nbytes for p in (self._rows_by_label or {}).values())
+        return total + sum(len(p.path) + len(p.kind) + len(p.message) + 64 for p in self.problems)
 
     def summary(self) -> dict:
         """The ``scan --json`` object."""
@@ -137,11 +149,12 @@ class DatasetIndex:
             "n_groups": int(self.frame["group"].nunique()),
             "attribute_counts": {},
             "problems": [asdict(p) for p in self.problems],
+            "more_problems": int(self.more_problems),
             "eval": None,
         }
         if self.has_attributes:
             out["attribute_counts"] = {
-                attr: {name: int(n) for name, n in self.attribute_counts(attr).items()} for attr in ATTRIBUTES
+                attr: {name: int(n) for name, n in self.attribute_counts(attr).items()} for attr in taskdefs.ATTRIBUTES
             }
         if self.eval is not None:
             out["eval"] = {"rows": int(len(self.eval.frame)), "missing": list(self.eval.missing)}
@@ -149,7 +162,8 @@ class DatasetIndex:
 
 
 # ----------------------------------------------------------------------------------------------
-# Scanning
+# Scanning: the root's listing gives units (person folders, class folders, or the one manifest);
+# each unit is walked (or reused from the persisted index), then the headers of the new ones read.
 
 
 @dataclass
@@ -167,45 +181,80 @@ class _Candidate:
     photo: str = ""
 
 
-def scan(root: str | os.PathLike, verify: bool = False, progress: ProgressFn | None = None) -> DatasetIndex:
+def scan(
+    root: str | os.PathLike,
+    verify: bool = False,
+    progress: ProgressFn | None = None,
+    *,
+    use_index: bool = False,
+    rescan: bool = False,
+    index_dir: str | os.PathLike | None = None,
+) -> DatasetIndex:
     """Index a dataset (see the module contract). Headers only unless ``verify`` (full decode, with progress)."""
     given = Path(root).expanduser()
     if not given.exists():
         raise DatasetError(f"{given}: no such folder or file; give a dataset folder (or a CSV manifest)")
     resolved = given.resolve()
-    fmt, base, manifest, eval_dir = _detect(resolved)
+    if not listing.is_utf8(str(resolved)):
+        raise DatasetError(f"{listing.printable(str(resolved))}: the path is not valid UTF-8; rename the folder")
+    try:
+        fmt, base, manifest, eval_dir = _detect(resolved)
+    except OSError as err:  # an unreadable folder: a message, not a traceback
+        raise DatasetError(f"{resolved}: cannot read it ({err.strerror or err}); check its permissions") from err
     tree = FolderTree(resolved if resolved.is_dir() else base)
-    if fmt == "mask":
-        candidates = _mask_candidates(tree, base, manifest)
-    elif fmt == "csv":
-        candidates = _csv_candidates(tree, manifest)
-    else:
-        candidates = _folder_candidates(tree)
-    rows = _read_headers(tree, candidates)
+    store = index_store.IndexStore(index_dir) if use_index and not verify else None
+    stored = store.load(resolved, fmt, base) if store is not None and not rescan else None
+    top = tree.sink
+    listed = _list_units(tree, fmt, base, manifest, stored.units if stored is not None else {})
+    units = index_store.walk_units(tree, listed, stored, lambda entry: _walk_unit(tree, fmt, entry))
+    index_store.read_headers(tree, units)  # of the walked units
     if verify:
-        rows = _verify_rows(tree, rows, progress)
-    index = _build_index(tree, fmt, rows, manifest if fmt == "csv" else None)
-    if eval_dir is not None:
-        index.eval = scan_eval(eval_dir)
-        index.problems.extend(index.eval.problems)
+        index_store.verify_rows(tree, units, progress)
+    records = [u.finish() for u in units]
+    frame, classes = _frame(units, stored, fmt)
+    evalset, eval_states = index_store.eval_set(eval_dir, stored) if eval_dir is not None else (None, [])
+    if store is not None:
+        records_by_key = {r.key: r for r in records}
+        fresh = StoredIndex(str(resolved), fmt, str(base), records_by_key, frame, classes, evalset, eval_states)
+        store.save_if_changed(stored, fresh)
+    failed = next((r.error for r in records if r.error), None)
+    if failed:
+        raise DatasetError(failed)
+    problems = ProblemList(top.cap)
+    problems.extend(top.items, top.dropped)
+    for record in records:
+        if record.problems or record.dropped:
+            problems.extend(record.problems, record.dropped)
+    tree.sink = problems
+    if fmt == "mask" and manifest is not None:
+        listing.check_train_csv(tree, manifest, {u.key for u in units})
+    index = DatasetIndex(
+        root=tree.root, format=fmt, frame=frame, classes=classes, has_attributes=fmt == "mask",
+        manifest=manifest if fmt == "csv" else None,
+    )  # fmt: skip
+    if evalset is not None:
+        index.eval = evalset
+        problems.extend(evalset.problems)
+    index.problems, index.more_problems = problems.items, problems.dropped
     if index.frame.empty:
-        hint = f" ({len(index.problems)} problems, first: {index.problems[0].path}: {index.problems[0].message})"
-        raise DatasetError(f"{given}: holds no usable images{hint if index.problems else ''}")
+        first = problems.items[0] if problems.items else None
+        hint = f" ({len(problems.items) + problems.dropped} problems, first: {first.path}: {first.message})"
+        raise DatasetError(f"{given}: holds no usable images{hint if first else ''}")
     return index
 
 
 def _detect(root: Path) -> tuple[str, Path, Path | None, Path | None]:
-    """(format, base folder, manifest or train.csv, eval folder) for a dataset root."""
+    """(format, base folder, manifest or train.csv, eval folder) for a dataset root; nothing above it."""
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise DatasetError(f"{root}: not a folder or a .csv manifest; give the dataset folder")
         return "csv", root.parent, root, None
     if (root / "train" / "images").is_dir():
-        return "mask", root / "train" / "images", _maybe(root / "train" / "train.csv"), _eval_dir(root / "eval")
+        return "mask", root / "train" / "images", _maybe(root / "train" / "train.csv"), _eval_dir(root)
     if (root / "images").is_dir() and ((root / "train.csv").is_file() or _looks_like_people(root / "images")):
-        return "mask", root / "images", _maybe(root / "train.csv"), _eval_dir(root.parent / "eval")
+        return "mask", root / "images", _maybe(root / "train.csv"), None
     if _looks_like_people(root):
-        return "mask", root, _maybe(root.parent / "train.csv"), _eval_dir(root.parent.parent / "eval")
+        return "mask", root, None, None
     csv_files = sorted(p for p in root.glob("*.csv") if not images.is_junk(p.name) and p.is_file())
     manifests = [p for p in csv_files if {"path", "label"} <= set(_csv_header(p))]
     if len(manifests) > 1:
@@ -228,8 +277,11 @@ def _maybe(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _eval_dir(path: Path) -> Path | None:
-    return path if (path / "info.csv").is_file() else None
+def _eval_dir(root: Path) -> Path | None:
+    """root/eval when it holds info.csv and it, info.csv and images/ resolve inside the root (links followed)."""
+    path = root / "eval"
+    inside = all(root in p.resolve().parents for p in (path, path / "info.csv", path / "images"))
+    return path if inside and (path / "info.csv").is_file() else None
 
 
 def _looks_like_people(folder: Path) -> bool:
@@ -245,39 +297,59 @@ def _csv_header(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             return [c.strip().lower() for c in next(csv.reader(fh), [])]
-    except OSError:
+    except (OSError, csv.Error):
         return []
 
 
-def _mask_candidates(tree: FolderTree, images_dir: Path, train_csv: Path | None) -> list[_Candidate]:
-    candidates: list[_Candidate] = []
-    seen_folders: set[str] = set()
-    if not tree.first_visit(str(images_dir)):
-        return candidates
-    for person in tree.entries(str(images_dir)):
-        if not person.is_dir():
-            if person.is_file():
-                tree.problem(person.path, "stray_file", "file outside any person folder; skipped")
-            continue
-        match = PERSON_RE.match(person.name)
-        if not match:
-            tree.problem(
-                person.path, "bad_folder_name",
-                "folder name is not {id}_{gender}_{race}_{age} (e.g. 000001_female_Asian_45); rename it; skipped",
-            )  # fmt: skip
-            continue
-        age = int(match["age"])
-        if not 0 < age < 130:
-            tree.problem(person.path, "bad_folder_name", f"age {age} is not plausible; fix the folder name; skipped")
-            continue
-        if not tree.first_visit(person):
-            continue
-        seen_folders.add(person.name)
-        gender = FOLDER_GENDERS.index(match["gender"].lower())
-        candidates.extend(_person_photos(tree, person, match["id"], gender, age))
-    if train_csv is not None:
-        _check_train_csv(tree, train_csv, seen_folders)
-    return candidates
+def _list_units(tree: FolderTree, fmt: str, base: Path, manifest: Path | None, known) -> list[tuple[str, object]]:
+    """(key, entry) of each unit in name order; what is wrong at the top level becomes a problem.
+    ``known`` names units already stored (their folder names were checked then)."""
+    if fmt == "csv":
+        return [(manifest.name, manifest)]
+    if not tree.first_visit(str(base)):
+        return []
+    units = []
+    for entry in tree.entries(str(base)):
+        if entry.is_dir() and (fmt != "mask" or entry.name in known or _person_name_ok(tree, entry)):
+            units.append((entry.name, entry))
+        elif entry.is_file() and (fmt == "mask" or images.is_image_name(entry.name)):
+            stray = (
+                "file outside any person folder"
+                if fmt == "mask"
+                else "image outside any class folder; move it into one"
+            )
+            tree.problem(entry.path, "stray_file", stray + "; skipped")
+    return units
+
+
+def _person_name_ok(tree: FolderTree, person: os.DirEntry) -> bool:
+    match = PERSON_RE.match(person.name)
+    if not match:
+        tree.problem(
+            person.path, "bad_folder_name",
+            "folder name is not {id}_{gender}_{race}_{age} (e.g. 000001_female_Asian_45); rename it; skipped",
+        )  # fmt: skip
+        return False
+    age = int(match["age"])
+    if not 0 < age < 130:
+        tree.problem(person.path, "bad_folder_name", f"age {age} is not plausible; fix the folder name; skipped")
+        return False
+    return True
+
+
+def _walk_unit(tree: FolderTree, fmt: str, entry) -> list[_Candidate]:
+    if fmt == "csv":
+        return [
+            _Candidate(row.path, tree.display(row.path), row.label, row.group, row.group)
+            for row in listing.manifest_rows(tree, entry)
+        ]
+    if fmt == "imagefolder":
+        return _class_candidates(tree, entry)
+    if not tree.first_visit(entry):
+        return []
+    match = PERSON_RE.match(entry.name)
+    gender = FOLDER_GENDERS.index(match["gender"].lower())
+    return _person_photos(tree, entry, match["id"], gender, int(match["age"]))
 
 
 def _person_photos(tree: FolderTree, person: os.DirEntry, person_id: str, gender: int, age: int) -> list[_Candidate]:
@@ -320,140 +392,17 @@ def _person_photos(tree: FolderTree, person: os.DirEntry, person_id: str, gender
     ]
 
 
-def _check_train_csv(tree: FolderTree, train_csv: Path, seen: set[str]) -> None:
-    """Folders that train.csv lists but the disk lacks (the folders themselves are the labels' source)."""
-    try:
-        listed = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        tree.problem(str(train_csv), "bad_row", f"cannot read train.csv ({err}); labels come from folder names")
-        return
-    if "path" not in listed.columns:
-        return
-    for folder in listed["path"]:
-        if folder and folder not in seen:
-            tree.problem(str(train_csv), "missing_folder", f"train.csv lists {folder!r}, which is not in images/")
-
-
-def _folder_candidates(tree: FolderTree) -> list[_Candidate]:
+def _class_candidates(tree: FolderTree, top: os.DirEntry) -> list[_Candidate]:
     candidates: list[_Candidate] = []
-    if not tree.first_visit(tree.root_str):
-        return candidates
-    for top in tree.entries(tree.root_str):
-        if top.is_file():
-            if images.is_image_name(top.name):
-                tree.problem(top.path, "stray_file", "image outside any class folder; move it into one; skipped")
+    for entry in tree.walk_files(top.path):
+        if not images.is_image_name(entry.name):
+            tree.problem(entry.path, "not_image", "not an image file (by its extension); skipped")
             continue
-        if not top.is_dir():
-            continue
-        found = 0
-        for entry in tree.walk_files(top.path):
-            if not images.is_image_name(entry.name):
-                tree.problem(entry.path, "not_image", "not an image file (by its extension); skipped")
-                continue
-            stem = os.path.splitext(entry.name)[0]
-            candidates.append(_Candidate(entry.path, tree.display(entry.path), top.name, stem, stem))
-            found += 1
-        if not found:
-            tree.problem(top.path, "empty_class", "class folder holds no images; it is left out of the classes")
+        stem = os.path.splitext(entry.name)[0]
+        candidates.append(_Candidate(entry.path, tree.display(entry.path), top.name, stem, stem))
+    if not candidates:
+        tree.problem(top.path, "empty_class", "class folder holds no images; it is left out of the classes")
     return candidates
-
-
-def _csv_candidates(tree: FolderTree, manifest: Path) -> list[_Candidate]:
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        raise DatasetError(f"{manifest}: cannot read the CSV ({err})") from err
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    missing = [c for c in ("path", "label") if c not in table.columns]
-    if missing:
-        raise DatasetError(
-            f"{manifest}: missing column(s) {', '.join(missing)}; a manifest needs path,label "
-            f"(optional group); found {', '.join(table.columns) or 'nothing'}"
-        )
-    for col in table.columns:
-        if col not in ("path", "label", "group"):
-            tree.problem(str(manifest), "unknown_column", f"column {col!r} is not path, label or group; ignored")
-    has_group = "group" in table.columns
-    candidates: list[_Candidate] = []
-    seen: dict[str, int] = {}
-    for line, row in enumerate(table.itertuples(index=False), start=2):
-        where = f"{manifest.name} line {line}"
-        raw, label = str(row.path).strip(), str(row.label).strip()
-        if not raw or not label:
-            tree.problem(raw or where, "bad_row", f"{where}: empty path or label; skipped")
-            continue
-        full = os.path.realpath(raw if os.path.isabs(raw) else os.path.join(str(manifest.parent), raw))
-        if not tree.inside(full):
-            tree.problem(raw, "outside_root", f"{where}: the path leads outside the manifest's folder; skipped")
-            continue
-        if not os.path.isfile(full):
-            tree.problem(raw, "missing_file", f"{where}: the file does not exist; skipped")
-            continue
-        if not images.is_image_name(os.path.basename(full)):
-            tree.problem(raw, "not_image", f"{where}: not an image file (by its extension); skipped")
-            continue
-        if full in seen:
-            tree.problem(raw, "duplicate", f"{where}: already listed on line {seen[full]}; the first row is used")
-            continue
-        seen[full] = line
-        stem = os.path.splitext(os.path.basename(full))[0]
-        group = str(row.group).strip() if has_group and str(row.group).strip() else stem
-        candidates.append(_Candidate(full, tree.display(full), label, group, group))
-    return candidates
-
-
-def _read_headers(tree: FolderTree, candidates: list[_Candidate]) -> list[tuple[_Candidate, images.ImageHeader]]:
-    """Headers of every candidate; failures become problems. Threads overlap the file system waits."""
-
-    def one(cand: _Candidate):
-        try:
-            return cand, images.read_header(cand.path)
-        except ImageError as err:
-            return cand, err
-
-    def chunk(part: list[_Candidate]) -> list:
-        return [one(c) for c in part]
-
-    # Executor.map makes one future per item for threads (chunksize is ignored): hand it chunks.
-    parts = [candidates[i : i + 512] for i in range(0, len(candidates), 512)]
-    if len(parts) > 1 and HEADER_THREADS > 1:
-        with ThreadPoolExecutor(max_workers=HEADER_THREADS) as pool:
-            results = [r for part in pool.map(chunk, parts) for r in part]
-    else:
-        results = chunk(candidates)
-    kept = []
-    for cand, result in results:
-        if isinstance(result, ImageError):
-            tree.problem(cand.path, result.kind, result.message + "; skipped")
-        else:
-            kept.append((cand, result))
-    return kept
-
-
-def _verify_rows(tree: FolderTree, rows: list, progress: ProgressFn | None) -> list:
-    """Decode every kept image once (Pillow releases the GIL while decoding, so threads use both cores)."""
-
-    def one(item):
-        try:
-            images.verify(item[0].path)
-            return None
-        except ImageError as err:
-            return err
-
-    total = len(rows)
-    kept = []
-    if progress:
-        progress(0, total)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        for done, (item, err) in enumerate(zip(rows, pool.map(one, rows), strict=True), start=1):
-            if err is None:
-                kept.append(item)
-            else:
-                kind = "undecodable" if err.kind == "unreadable" else err.kind
-                tree.problem(item[0].path, kind, err.message + "; skipped")
-            if progress and (done == total or done % 50 == 0):
-                progress(done, total)
-    return kept
 
 
 def _class_order(names: set[str]) -> list[str]:
@@ -463,29 +412,35 @@ def _class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def _build_index(tree: FolderTree, fmt: str, rows: list, manifest: Path | None) -> DatasetIndex:
-    if fmt == "mask":
-        classes = list(CLASS_NAMES)
-    else:
-        classes = _class_order({cand.class_key for cand, _ in rows})
-    label_of = {name: i for i, name in enumerate(classes)}
+def _frame(units: list[ScanUnit], stored: StoredIndex | None, fmt: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of reused units (from the stored frame) and of walked ones, labelled and sorted by rel."""
+    reused = [u.key for u in units if u.reused is not None]
+    if stored is not None and len(reused) == len(units) == len(stored.units):
+        return stored.frame, stored.classes  # nothing changed: stored sorted and labelled
+    # a row's unit: its person folder (mask), class folder (imagefolder), or the one manifest
+    parts = [stored.rows_of(reused, "group" if fmt == "mask" else "class_name")] if stored and reused else []
     records = []
-    for cand, header in rows:
-        if fmt == "mask":
-            band = age_band(cand.age)
-            label = encode_class(cand.mask, cand.gender, band)
-        else:
-            band, label = -1, label_of[cand.class_key]
-        records.append((
-            cand.path, cand.rel, label, classes[label], cand.group, cand.person_id or cand.group,
-            cand.mask, cand.gender, band, cand.age, cand.photo, header.width, header.height, header.format,
-        ))  # fmt: skip
-    frame = pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)
-    int_cols = ["label", "mask", "gender", "age_band", "age", "width", "height"]
-    frame[int_cols] = frame[int_cols].astype("int64")
-    frame = frame.sort_values("rel", kind="stable").reset_index(drop=True)
-    return DatasetIndex(
-        root=tree.root,
-        format=fmt, frame=frame, classes=classes, problems=tree.problems,
-        has_attributes=fmt == "mask", manifest=manifest,
-    )  # fmt: skip
+    for unit in units:
+        for cand, header in unit.rows:
+            if fmt == "mask":
+                band = taskdefs.age_band(cand.age)
+                name = taskdefs.CLASS_NAMES[taskdefs.encode_class(cand.mask, cand.gender, band)]
+            else:
+                band, name = -1, cand.class_key
+            records.append((
+                cand.path, cand.rel, -1, name, cand.group, cand.person_id or cand.group,
+                cand.mask, cand.gender, band, cand.age, cand.photo, header.width, header.height, header.format,
+            ))  # fmt: skip
+    if records or not parts:
+        parts.append(_typed(pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)))
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    classes = list(taskdefs.CLASS_NAMES) if fmt == "mask" else _class_order(set(frame["class_name"]))
+    label_of = {name: i for i, name in enumerate(classes)}
+    frame = frame.assign(label=frame["class_name"].map(label_of).astype("int64"))
+    return frame.sort_values("rel", kind="stable").reset_index(drop=True), classes
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Column types that do not depend on whether there were rows (an empty frame is all object)."""
+    strings = [c for c in FRAME_COLUMNS if c not in _INT_COLUMNS]
+    return frame.astype({**dict.fromkeys(_INT_COLUMNS, "int64"), **dict.fromkeys(strings, "str")})

@@ -1,7 +1,8 @@
 """The competition's eval folder: ``info.csv`` (ImageID, ans) beside ``images/``.
 
 :func:`scan_eval` lists the rows in info.csv order with their absolute paths and whether each file
-exists; an ImageID that is not a plain file name is refused, a missing or doubled one is reported.
+exists; an ImageID that is not a plain file name (a folder part, ``..``, a NUL byte) is refused, a
+missing or doubled one is reported.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.data import images
@@ -24,6 +26,7 @@ class EvalSet:
     frame: pd.DataFrame  # ImageID, path (absolute), exists; same rows and order as info.csv
     missing: list[str]  # ImageIDs whose file is absent (or refused)
     problems: list[Problem] = field(default_factory=list)
+    images_dir: str = ""  # the (resolved) images folder every path is this + os.sep + the stripped ImageID
 
 
 def scan_eval(root: str | os.PathLike) -> EvalSet:
@@ -42,32 +45,49 @@ def scan_eval(root: str | os.PathLike) -> EvalSet:
         raise DatasetError(f"{info}: no ImageID column; found {', '.join(map(str, table.columns)) or 'nothing'}")
     images_dir = folder / "images"
     images_str = str(images_dir.resolve()) if images_dir.is_dir() else str(images_dir)
-    try:
-        present = {e.name for e in os.scandir(images_dir)} if images_dir.is_dir() else set()
-    except OSError:
-        present = set()
+    ids = table["ImageID"].astype(str)
+    names = ids.str.strip()
+    exists = _member(names, _present_names(images_str))
+    refused = (
+        names.str.contains("/", regex=False) | names.str.contains(os.sep, regex=False)
+        | names.str.startswith("..") | names.str.contains("\x00", regex=False)
+    ).to_numpy()  # fmt: skip
+    duplicated = names.duplicated().to_numpy()
     problems: list[Problem] = []
-    paths, exists, missing = [], [], []
-    seen: set[str] = set()
-    for image_id in table["ImageID"].astype(str):
-        name = image_id.strip()
-        full = os.path.join(images_str, name)
-        ok = name in present and not images.is_junk(name)
-        if not ok and name and ("/" in name or os.sep in name or name.startswith("..")):
-            ok = False
+    for i in np.flatnonzero(~exists | duplicated):  # vectorised above: 75,000 rows cost the few at fault
+        name = names.iat[i]
+        if not exists[i] and name and refused[i]:
+            shown = name.replace("\x00", "\\x00")  # a NUL byte would cut the message short where it is shown
             problems.append(
-                Problem(f"{folder.name}/info.csv: {name}", "outside_root", "ImageID is not a plain file name; refused")
+                Problem(f"{folder.name}/info.csv: {shown}", "outside_root", "ImageID is not a plain file name; refused")
             )
-        elif not ok:
+        elif not exists[i]:
             problems.append(
                 Problem(f"{folder.name}/images/{name}", "eval_missing", "listed in info.csv but the file is absent")
             )
-        if name in seen:
+        if duplicated[i]:
             problems.append(Problem(f"{folder.name}/info.csv: {name}", "duplicate", "ImageID listed twice in info.csv"))
-        seen.add(name)
-        paths.append(full)
-        exists.append(ok)
-        if not ok:
-            missing.append(name)
-    frame = pd.DataFrame({"ImageID": table["ImageID"].astype(str), "path": paths, "exists": exists})
-    return EvalSet(root=folder, info_csv=info, frame=frame, missing=missing, problems=problems)
+    missing = names[~exists].tolist()
+    frame = pd.DataFrame({"ImageID": ids, "path": images_str + os.sep + names, "exists": exists})
+    return EvalSet(root=folder, info_csv=info, frame=frame, missing=missing, problems=problems, images_dir=images_str)
+
+
+def _present_names(images_dir: str) -> set[str]:
+    """Names of the files in the eval images folder: junk left out, and links only while they stay inside."""
+    try:
+        with os.scandir(images_dir) as it:
+            entries = [e for e in it if not images.is_junk(e.name)]
+    except OSError:
+        return set()
+    inside = images_dir + os.sep
+    return {e.name for e in entries if not e.is_symlink() or os.path.realpath(e.path).startswith(inside)}
+
+
+def _member(names: pd.Series, present: set[str]) -> np.ndarray:
+    """``names.isin(present)`` as a bool array: pyarrow's is_in, as pandas' isin on string columns
+    takes ~0.8 s for 75,000 names in a set of 75,000 (pyarrow: ~25 ms)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.is_in(pa.array(names, type=pa.string()), value_set=pa.array(list(present), type=pa.string()))
+    return found.to_numpy(zero_copy_only=False).astype(bool)
