@@ -53,15 +53,11 @@ def warning(message: object) -> None:
 
 
 def candidate_datasets() -> list[Path]:
-    """Folders directly under each configured data root (the roots themselves if they hold images)."""
-    found: list[Path] = []
-    for root in settings.load().data_roots:
-        if not root.is_dir():
-            continue
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and not child.name.startswith("."):
-                found.append(child)
-    return found
+    """Folders directly under each configured data root, by core's one rule (a link is offered only
+    when it leads inside a data root)."""
+    from core.data import roots
+
+    return roots.list_datasets(settings.load().data_roots)
 
 
 def _fingerprint(root: str) -> tuple:
@@ -78,15 +74,20 @@ def _fingerprint(root: str) -> tuple:
 
 @st.cache_data(max_entries=4, show_spinner="Scanning the dataset…")
 def _scan_cached(root: str, fingerprint: int):
-    from core.data import datasets
+    """The index, or the error that refused the dataset: a failure is cached too, so a huge bad
+    manifest is not read again on every rerun. Reopening is fast through core's persisted index."""
+    from core.data import roots
 
-    return datasets.scan(root)
+    return roots.open_dataset(root, settings.load().data_roots)
 
 
 def load_index(root: str | Path):
     """The DatasetIndex of ``root``, cached by root and modification state. Raises WorkbenchError."""
     fp = _fingerprint(str(root))
-    return _scan_cached(str(root), hash(fp))
+    found = _scan_cached(str(root), hash(fp))
+    if isinstance(found, WorkbenchError):
+        raise found
+    return found
 
 
 def dataset_sidebar() -> None:

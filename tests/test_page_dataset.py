@@ -187,3 +187,16 @@ def test_member_names_in_an_error_are_not_markdown(env, monkeypatch):
     (box,) = at.error
     assert "](http" not in box.value and "\\[x\\]" in box.value
     assert "[x](http://evil.example) ![i](http://evil.example/i.png).jpg" in shown(box)
+
+
+def test_a_link_leading_outside_the_data_roots_is_not_offered(env, monkeypatch):
+    data = env / "data"
+    for cls in ("a", "b"):
+        write(data / "inside" / cls / "x.jpg", jpeg_bytes())
+        write(env / "elsewhere" / cls / "x.jpg", jpeg_bytes())
+    (data / "escape").symlink_to(env / "elsewhere")
+    (data / "alias").symlink_to(data / "inside")  # inside the roots: the same dataset, offered once
+    at = open_page(data, monkeypatch)
+    options = [str(o) for o in at.sidebar.selectbox[0].options]
+    assert not any("escape" in o or "elsewhere" in o for o in options), options
+    assert len([o for o in options if "inside" in o or "alias" in o]) == 1, options
