@@ -21,6 +21,7 @@ PAGES = [
     st.Page("app_pages/dataset.py", title="Dataset", icon="📊", url_path="dataset", default=True),
     st.Page("app_pages/augment.py", title="Augmentations", icon="🎛️", url_path="augment"),
     st.Page("app_pages/train.py", title="Training", icon="🏋️", url_path="train"),
+    st.Page("app_pages/experiments.py", title="Experiments", icon="🧪", url_path="experiments"),
     st.Page("app_pages/review.py", title="Review", icon="🔍", url_path="review"),
     st.Page("app_pages/submit.py", title="Submission", icon="📤", url_path="submit"),
 ]

@@ -132,13 +132,28 @@ def live_panel(folder: Path) -> None:
             widgets.error(err)
 
 
+def show_submission(row: dict) -> None:
+    """One submission from the history: a page-launched prediction job, or a folder ``predict --out`` wrote."""
+    folder = Path(row["path"])
+    if row["source"] == "job":
+        show_job(folder)
+        return
+    st.markdown(f"**{widgets.plain(row['id'])}** — written by `python -m core predict --out`")
+    st.text(f"Runs: {run_names(row['runs'])} · TTA: {'on' if row['tta'] else 'off'} · data: {row['data']}")
+    show_result(folder, row["id"])
+
+
+def run_names(paths: list) -> str:
+    return ", ".join(Path(p).name for p in paths or [])
+
+
 def show_job(folder: Path) -> None:
     run = runs.RunFolder(folder)
     status = jobs.reconcile(run)
     config = runs.read_config(run)
     st.markdown(f"**{widgets.plain(run.id)}** — {status.get('state')}")
     # st.text, not markdown: folder names are user data
-    st.text(f"Runs: {', '.join(Path(r).name for r in config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
+    st.text(f"Runs: {run_names(config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
             f"data: {config.get('data')}")  # fmt: skip
     state = status.get("state")
     if state in runs.ACTIVE_STATES:
@@ -150,14 +165,19 @@ def show_job(folder: Path) -> None:
         if problems:
             st.dataframe(pd.DataFrame({"missing or unreadable image": problems}), hide_index=True)
         return
+    show_result(folder, run.id)
+
+
+def show_result(folder: Path, sub_id: str) -> None:
+    """A finished submission: the validator's verdict, the download, the class distribution, samples."""
     summary = predjobs.job_summary(folder)
     csv_path = folder / predjobs.SUBMISSION_FILE
     if not summary or not csv_path.is_file():
-        st.warning("The job completed but its submission.csv or summary is missing.")
+        st.warning("The submission's submission.csv or its summary is missing.")
         return
     validator_box(csv_path, summary)
-    st.download_button("Download submission.csv", csv_path.read_bytes(), file_name=f"submission-{run.id}.csv",
-                       mime="text/csv", type="primary", key=f"submit_download_{run.id}")  # fmt: skip
+    st.download_button("Download submission.csv", csv_path.read_bytes(), file_name=f"submission-{sub_id}.csv",
+                       mime="text/csv", type="primary", key=f"submit_download_{sub_id}")  # fmt: skip
     st.caption(f"{summary['images']} images · {summary.get('images_per_s')} images/s")
     distribution_chart(summary)
     sample_grid(folder, summary)
@@ -255,9 +275,14 @@ def sample_grid(folder: Path, summary: dict) -> None:
 
 
 def history_table(history: pd.DataFrame) -> None:
+    """Every submission: page-launched jobs and folders ``predict --out`` wrote (source "cli")."""
     st.subheader("Earlier submissions")
-    shown = history.assign(created=pd.to_datetime(history["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S"))
-    st.dataframe(shown[["id", "created", "state", "runs", "tta", "images", "valid", "data"]], hide_index=True)
+    shown = history.assign(
+        created=pd.to_datetime(history["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S"),
+        runs=[run_names(paths) for paths in history["runs"]],
+    )
+    columns = ["id", "created", "source", "state", "runs", "tta", "images", "valid", "public", "private", "data"]
+    st.dataframe(shown[columns], hide_index=True)
 
 
 # ---- importing a checkpoint ---------------------------------------------------------------------------------

@@ -14,14 +14,14 @@ from typing import Any
 
 import streamlit as st
 
-from app import widgets
+from app import backbone_ui, widgets
 from app.train_ui import RUN_KEY
 from core.data import tasks
 from core.errors import ConfigError, WorkbenchError
 from core.runs import jobs
 from core.specs import transforms
+from core.training import models
 from core.training.config import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TrainConfig
-from core.training.models import MODEL_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +37,12 @@ class FieldUI:
 
 
 FIELD_UI: dict[str, FieldUI] = {
-    "model": FieldUI("Backbone"),
-    "pretrained": FieldUI("Pretrained weights", help="ImageNet weights from the local torch cache (never downloaded)."),
+    "model": FieldUI("Backbone", help="Type to search the whole zoo: small_cnn, torchvision models, timm:<name>."),
+    "pretrained": FieldUI(
+        "Pretrained weights",
+        help="ImageNet weights, downloaded by the training job on first use into the torch hub or Hugging Face "
+        "cache and reused after that; offline, put the file there by hand (README: Backbones and pretrained weights).",
+    ),
     "max_steps": FieldUI("Max steps (0 = use epochs)"),
     "lr": FieldUI("Learning rate", step=1e-4, format="%.6f"),
     "momentum": FieldUI("Momentum (SGD)"),
@@ -60,7 +64,7 @@ FIELD_UI: dict[str, FieldUI] = {
     "channels_last": FieldUI("Channels-last memory format"),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model": tuple(MODEL_NAMES), "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "loss": LOSSES,
+    "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "loss": LOSSES,
     "device": DEVICES, "cache": CACHES,
 }  # fmt: skip
 FORM_ROWS = (("task", "model", "pretrained"), ("epochs", "max_steps", "batch_size", "device"))
@@ -79,12 +83,17 @@ def more_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in shown]
 
 
+def choices(name: str) -> tuple | None:
+    """The options of a field picked from a list (the backbone list is the whole zoo, listed once)."""
+    return backbone_ui.backbone_names() if name == "model" else CHOICES.get(name)
+
+
 def field_widget(container, name: str, default: Any, options: list | tuple | None = None, format_func=str) -> Any:
     """One widget for one TrainConfig field (key ``train_<field>``), picked by its choices or the type
     of its default; returns the value as the config holds it."""
     ui = FIELD_UI.get(name, FieldUI())
     label, key = field_label(name), f"train_{name}"
-    options = options if options is not None else CHOICES.get(name)
+    options = options if options is not None else choices(name)
     if options is not None:
         options = list(options)
         index = options.index(default) if default in options else 0
@@ -121,8 +130,11 @@ def pick_transform_pair(img_hw: tuple[int, int]) -> tuple[list, list, tuple[int,
 def transforms_row(defaults: TrainConfig) -> dict[str, Any] | None:
     """The transform pair and image size: {"train_spec", "eval_spec", "img_size"}, or None (error shown)."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    height = c2.number_input("Image height", value=defaults.img_hw[0], step=8, key="train_h")
-    width = c3.number_input("Image width", value=defaults.img_hw[1], step=8, key="train_w")
+    # Seeded once, then owned by the widgets: "Use 224×224" (backbone_ui) sets them in a callback.
+    st.session_state.setdefault(backbone_ui.H_KEY, defaults.img_hw[0])
+    st.session_state.setdefault(backbone_ui.W_KEY, defaults.img_hw[1])
+    height = c2.number_input("Image height", step=8, key=backbone_ui.H_KEY)
+    width = c3.number_input("Image width", step=8, key=backbone_ui.W_KEY)
     with c1:
         try:
             train_spec, eval_spec, fixed_hw = pick_transform_pair((int(height), int(width)))
@@ -171,6 +183,9 @@ def new_run_form(data_root: str | None) -> None:
         return
     for col, field in zip(st.columns(ROW_WIDTH), FORM_ROWS[1], strict=True):
         values[field] = field_widget(col, field, getattr(defaults, field))
+    backbone_ui.fixed_size_notice(values["model"], values["pretrained"], pair["img_size"])
+    chosen_task = next(task for task in offered if task.name == values["task"])
+    backbone_ui.facts_panel(values["model"], pair["img_size"], chosen_task.num_classes)
     with st.expander("Optimiser, loss and data"):
         rest = more_fields()
         for start in range(0, len(rest), ROW_WIDTH):
@@ -187,8 +202,10 @@ def new_run_form(data_root: str | None) -> None:
 
 
 def config_problem(config: dict[str, Any]) -> ConfigError | None:
-    """What TrainConfig finds wrong with the form's values (its message names the field), or None."""
+    """What the backbone check or TrainConfig finds wrong with the form's values (the message names the
+    field), or None. The backbone is checked first: its messages say what a model needs (a fixed size)."""
     try:
+        models.check_model_config(config["model"], bool(config["pretrained"]), config["img_size"])
         TrainConfig.from_dict(config)
     except ConfigError as err:
         return err

@@ -19,7 +19,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import widgets
+from app import journal_ui, widgets
 from core import runs
 from core.errors import WorkbenchError
 from core.runs import jobs
@@ -168,10 +168,13 @@ def config_diff(configs: dict[str, dict[str, Any]], scores: dict[str, dict[str, 
 
 
 def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The runs table as shown: name, backbone, task, state, progress, best val macro F1, duration, started."""
+    """The runs table as shown: star, name, tags, backbone, task, state, progress, best val macro F1,
+    duration, started (name and tags from the run journal)."""
     shown = pd.DataFrame(
         {
+            "★": ["★" if s else "" for s in frame["starred"]],
             "name": frame["name"],
+            "tags": [journal_ui.tags_text(t) for t in frame["tags"]],
             "backbone": frame["model"],
             "task": frame["task"],
             "state": frame["state"],
@@ -187,29 +190,36 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
 # ---- the runs, one run live, and comparing ---------------------------------------------------------------
 
 
-def runs_section(table: pd.DataFrame, models_dir: Path) -> None:
-    """The runs table, the run picker, and the selected run's live panel and curves. Each part is a
-    fragment that re-draws itself only while something is queued or running."""
-    any_active = table["state"].isin(runs.ACTIVE_STATES).any()
-    st.fragment(runs_table_panel, run_every=TABLE_REFRESH_S if any_active else None)(models_dir, table)
-    selected = pick_run(table)
+def runs_section(table: pd.DataFrame, models_dir: Path) -> pd.DataFrame:
+    """The journal filters, the runs table, the run picker, and the selected run's live panel, journal
+    and curves. The table and live parts are fragments that re-draw themselves only while something is
+    queued or running. Returns the runs the filters keep (for the comparison)."""
+    journal_ui.show_flash()
+    filters = journal_ui.filter_controls(table)
+    shown = journal_ui.apply_filters(table, filters)
+    any_active = shown["state"].isin(runs.ACTIVE_STATES).any()
+    st.fragment(runs_table_panel, run_every=TABLE_REFRESH_S if any_active else None)(models_dir, table, filters)
+    selected = pick_run(shown)
     if not selected:
-        return
-    run_state = table.loc[table["id"] == selected, "state"].item()
+        st.info("No run matches these filters.")
+        return shown
+    run_state = shown.loc[shown["id"] == selected, "state"].item()
     refresh = REFRESH_S if run_state in runs.ACTIVE_STATES else None
     folder = runs.RunFolder(models_dir / selected)
     st.fragment(live_panel, run_every=refresh)(folder)
+    journal_ui.journal_panel(folder, models_dir)
     st.fragment(curves_panel, run_every=CURVES_REFRESH_S if refresh else None)(folder)
+    return shown
 
 
-def runs_table_panel(models_dir: Path, page_read: pd.DataFrame) -> None:
+def runs_table_panel(models_dir: Path, page_read: pd.DataFrame, filters: dict[str, Any]) -> None:
     """The runs table. A full run draws the table the page has just read; the fragment's timed reruns
     come with the same arguments, and read the folders again so the table does not go stale."""
     timed_rerun = st.session_state.get(TABLE_DRAWN_KEY) is page_read
     st.session_state[TABLE_DRAWN_KEY] = page_read
-    table = jobs.list_runs(models_dir) if timed_rerun else page_read
+    table = jobs.list_runs(models_dir, include_archived=True) if timed_rerun else page_read
     st.dataframe(
-        runs_table(table),
+        runs_table(journal_ui.apply_filters(table, filters)),
         hide_index=True,
         column_config={
             "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent"),
@@ -227,7 +237,8 @@ def pick_run(table: pd.DataFrame) -> str | None:
     if st.session_state.get(RUN_KEY) not in ids:
         wanted = st.query_params.get("run")
         st.session_state[RUN_KEY] = wanted if wanted in ids else ids[0]
-    run_id = st.selectbox("Selected run", ids, key=RUN_KEY)
+    labels = {row["id"]: journal_ui.run_label(row) for row in table.to_dict("records")}
+    run_id = st.selectbox("Selected run", ids, key=RUN_KEY, format_func=lambda rid: labels.get(rid, rid))
     st.query_params["run"] = run_id
     return run_id
 

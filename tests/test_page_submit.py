@@ -50,6 +50,12 @@ def open_page() -> AppTest:
     return at
 
 
+def history_table(at: AppTest) -> pd.DataFrame:
+    """The "Earlier submissions" table (the one with an id column)."""
+    (table,) = [d.value for d in at.dataframe if "id" in d.value.columns]
+    return table
+
+
 def wait_until_done(at: AppTest, subs: Path, timeout: float = 180) -> dict:
     """Rerun the page (its live panel reads status.json) until the one job reaches a final state."""
     deadline = time.monotonic() + timeout
@@ -85,8 +91,7 @@ def test_launch_complete_download(demo_root, env):
     (job,) = [p for p in paths["subs"].iterdir() if p.is_dir()]
     assert submission.validate_submission(job / "submission.csv", demo_root / "eval" / "info.csv") == []
     assert runs.read_config(runs.RunFolder(job))["tta"] is True
-    history = at.dataframe[-1].value
-    assert job.name in history["id"].tolist()
+    assert job.name in history_table(at)["id"].tolist()
 
 
 def test_missing_eval_image_shown_by_name(tmp_path, env):
@@ -243,3 +248,64 @@ def test_formula_like_ids_are_kept_and_warned_about(tmp_path, env):
     assert any("=HYPERLINK.jpg" in shown(w) for w in at.warning), [w.value for w in at.warning]
     (job,) = [p for p in paths["subs"].iterdir() if p.is_dir()]
     assert pd.read_csv(job / "submission.csv", dtype=str)["ImageID"].iloc[0] == "=HYPERLINK.jpg"  # exact id kept
+
+
+# ---- CLI-written submissions and leaderboard scores beside validation (issue 15) ----------------------------
+
+
+def test_cli_submission_is_listed_and_a_recorded_score_joins_validation_and_the_csv(tmp_path, env, monkeypatch):
+    from core.__main__ import main
+    from core.evaluation import leaderboard
+
+    data_root = tmp_path / "data"
+    make_eval(data_root / "tiny" / "eval", n=3)
+    paths = env(data_root)
+    run = runs.RunFolder(make_run(paths["models"], "r1"))
+    runs.append_metrics(run, {"step": 10, "epoch": 1, "val_f1": 0.62, "val_acc": 0.7, "val_loss": 1.0})
+    out = paths["subs"] / "cli-sub" / "submission.csv"
+    assert main(["predict", "--run", str(run.root), "--data", str(data_root / "tiny" / "eval"), "--out", str(out)]) == 0
+    offered = []
+    real = leaderboard.to_csv_text
+    monkeypatch.setattr(leaderboard, "to_csv_text", lambda frame: offered.append(real(frame)) or offered[-1])
+
+    at = open_page()
+    assert not any("No submissions yet" in i.value for i in at.info)
+    history = history_table(at)
+    assert history["id"].tolist() == ["cli-sub"] and history["source"].tolist() == ["cli"]
+    assert any("Valid" in s.value for s in at.success)  # the CLI's file is shown like a job's
+    assert any(b.label == "Download submission.csv" for b in at.download_button)
+
+    at.number_input(key="submit_leaderboard_public").set_value(0.71)
+    at.button(key="submit_leaderboard_record").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert leaderboard.read_scores(out.parent)["public"] == 0.71
+
+    def joined_row(session: AppTest) -> pd.Series:
+        (table,) = [d.value for d in session.dataframe if "public LB" in d.value.columns]
+        assert len(table) == 1
+        return table.iloc[0]
+
+    row = joined_row(at)
+    assert (row["submission"], row["run"], row["run val F1"], row["public LB"]) == ("cli-sub", "r1", 0.62, 0.71)
+    csv = pd.read_csv(io.StringIO(offered[-1]))
+    assert csv.loc[0, "public"] == 0.71 and csv.loc[0, "val_f1"] == 0.62 and csv.loc[0, "submission"] == "cli-sub"
+    assert any(b.key == "submit_leaderboard_csv" for b in at.download_button)
+    (scatter,) = [c for c in at.get("plotly_chart") if "against leaderboard" in c.proto.spec]
+    points = json.loads(scatter.proto.spec)["data"][0]
+    assert points["x"] == [0.62] and points["y"] == [0.71]
+
+    # The private score later keeps the public one; a new session reads both from the submission folder.
+    at.number_input(key="submit_leaderboard_private").set_value(0.69)
+    at.button(key="submit_leaderboard_record").click().run()
+    row = joined_row(open_page())
+    assert (row["public LB"], row["private LB"]) == (0.71, 0.69)
+
+
+def test_leaderboard_scatter_escapes_submission_names():
+    from app import leaderboard_ui
+
+    scores = pd.DataFrame({"submission": ['<a href="http://evil.example">s</a>'], "val_f1": [0.5], "public": [0.6],
+                           "private": [None]})  # fmt: skip
+    figure = leaderboard_ui.scatter_figure(scores)
+    assert figure.data[0].text == ('&lt;a href="http://evil.example"&gt;s&lt;/a&gt;',)
+    assert leaderboard_ui.scatter_figure(scores.assign(public=None)) is None  # nothing scored: no chart

@@ -86,7 +86,9 @@ def test_runs_table_live_panel_and_compare(env):
     at = open_page({"run": "run-b"})
     table = at.dataframe[0].value
     assert list(table.columns) == [
+        "★",
         "name",
+        "tags",
         "backbone",
         "task",
         "state",
@@ -310,3 +312,153 @@ def test_app_holds_no_class_name_literals():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and pattern.search(node.value):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value[:60]!r}")
     assert offenders == []
+
+
+# ---- the run journal: name, tags, star, notes, archive, delete (issue 15) ---------------------------------
+
+
+def table_names(at: AppTest) -> list[str]:
+    return at.dataframe[0].value["name"].tolist()
+
+
+def test_journal_edits_persist_and_survive_a_restart(env):
+    from core.runs import journal
+
+    run = fake_run(env / "models", "run-a", "completed")
+    fake_run(env / "models", "run-b", "completed")
+    at = open_page({"run": "run-a"})
+    at.text_input(key="train_display_name_run-a").set_value("resnet baseline")
+    at.text_input(key="train_tags_run-a").set_value("baseline, lr-sweep")
+    at.button(key="train_save_journal_run-a").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.button(key="train_star_run-a").click().run()
+    notes = "## Why\n\nlr 3e-3 *diverges*; <b>raw html</b> stays text"
+    at.text_area(key="train_notes_run-a").set_value(notes)
+    at.button(key="train_save_notes_run-a").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    entry = journal.read_journal(run)
+    assert (entry["name"], entry["tags"], entry["starred"]) == ("resnet baseline", ["baseline", "lr-sweep"], True)
+    assert journal.read_notes(run).strip() == notes
+
+    # A server restart is a brand-new session: everything comes back from the run folder.
+    fresh = open_page({"run": "run-a"})
+    table = fresh.dataframe[0].value
+    row = table[table["name"] == "resnet baseline"].iloc[0]
+    assert row["★"] == "★" and row["tags"] == "baseline lr-sweep"
+    assert fresh.text_input(key="train_tags_run-a").value == "baseline lr-sweep"
+    assert "★ resnet baseline · run-a" in fresh.selectbox(key="train_run").options
+    rendered = [m for m in fresh.markdown if "diverges" in m.value]
+    assert rendered and rendered[0].value == notes  # rendered as the user's Markdown
+    assert not rendered[0].proto.allow_html  # but never as HTML
+
+    # Filters: by tag, and starred only.
+    fresh.selectbox(key="train_filter_tag").set_value("lr-sweep").run()
+    assert table_names(fresh) == ["resnet baseline"]
+    fresh.selectbox(key="train_filter_tag").set_value("(all tags)").run()
+    assert sorted(table_names(fresh)) == ["resnet baseline", "run-b"]
+    fresh.toggle(key="train_filter_starred").set_value(True).run()
+    assert table_names(fresh) == ["resnet baseline"]
+
+
+def test_a_bad_tag_is_refused_naming_it_and_nothing_is_written(env):
+    from core.runs import journal
+
+    run = fake_run(env / "models", "run-a", "completed")
+    at = open_page()
+    at.text_input(key="train_tags_run-a").set_value("good bad;tag")
+    at.button(key="train_save_journal_run-a").click().run()
+    assert not at.exception
+    assert any("bad;tag" in shown(e) for e in at.error), [e.value for e in at.error]
+    assert journal.read_journal(run)["tags"] == []
+
+
+def test_archive_hides_a_run_and_restore_shows_it_again(env):
+    from core.runs import journal
+
+    run = fake_run(env / "models", "run-a", "completed")
+    fake_run(env / "models", "run-b", "completed")
+    at = open_page({"run": "run-a"})
+    at.button(key="train_archive_run-a").click().run()
+    assert not at.exception
+    assert journal.read_journal(run)["archived"] and run.root.is_dir()  # hidden, kept on disk
+    assert table_names(at) == ["run-b"]
+    assert "run-a" not in at.selectbox(key="train_run").options
+    assert any("Archived run-a" in shown(i) for i in at.info)
+
+    at.toggle(key="train_show_archived").set_value(True).run()
+    assert sorted(table_names(at)) == ["run-a", "run-b"]
+    at.selectbox(key="train_run").set_value("run-a").run()
+    at.button(key="train_restore_run-a").click().run()
+    assert not at.exception and not journal.read_journal(run)["archived"]
+    at.toggle(key="train_show_archived").set_value(False).run()
+    assert sorted(table_names(at)) == ["run-a", "run-b"]
+
+
+def test_delete_asks_first_refuses_an_active_run_and_removes_the_folder_otherwise(env):
+    active = fake_run(env / "models", "run-live", "running", pid=os.getpid(),
+                      pid_start=jobs.process_start_token(os.getpid()))  # fmt: skip
+    done = fake_run(env / "models", "run-done", "completed")
+
+    at = open_page({"run": "run-live"})
+    at.button(key="train_delete_run-live").click().run()
+    assert active.root.is_dir()  # the first click only asks
+    assert any("cannot be undone" in shown(w) for w in at.warning)
+    at.button(key="train_delete_yes_run-live").click().run()
+    assert not at.exception
+    assert any("cancel it before deleting" in shown(e) for e in at.error), [e.value for e in at.error]
+    assert active.root.is_dir()
+
+    at.selectbox(key="train_run").set_value("run-done").run()
+    at.button(key="train_delete_run-done").click().run()
+    at.button(key="train_delete_no_run-done").click().run()  # changed their mind
+    assert done.root.is_dir() and not at.warning
+    at.button(key="train_delete_run-done").click().run()
+    at.button(key="train_delete_yes_run-done").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not done.root.exists()
+    assert table_names(at) == ["run-live"]
+    assert any("Deleted run-done" in shown(s) for s in at.success)
+
+
+# ---- the backbone chooser (issue 12) ------------------------------------------------------------------------
+
+
+def test_the_backbone_picker_offers_the_whole_zoo_and_its_facts(env):
+    from core.training import zoo
+
+    at = open_page()
+    picker = at.selectbox(key="train_model")
+    assert picker.value == "small_cnn"
+    assert {"resnet18", "vit_b_16", "regnet_y_400mf"} <= set(picker.options)
+    assert any(name.startswith("timm:") for name in picker.options)
+    assert len(picker.options) > 100
+    assert not [m for m in at.markdown if "Parameters" in m.value]  # the closed panel builds nothing
+
+    at.session_state["train_facts"] = True  # open the Backbone facts expander
+    at.run()
+    facts = " ".join(shown(m) for m in at.markdown)
+    expected = zoo.model_facts("small_cnn", (128, 96), num_classes=18)
+    assert "Source: builtin" in facts and f"{expected['params'] / 1e6:.2f} M" in facts
+    assert f"{expected['gflops']:.3f} GFLOPs per image at 128×96" in facts
+    at.button(key="train_facts_measure").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("training" in shown(m) and "images/s" in shown(m) for m in at.markdown)
+
+    at.selectbox(key="train_model").set_value("resnet18").run()
+    facts = " ".join(shown(m) for m in at.markdown)
+    assert "Source: torchvision" in facts and "ImageNet top-1: 69.8%" in facts
+    assert "Default input size: 224×224" in facts and "11.19 M" in facts  # 18-class head
+
+
+def test_a_fixed_size_backbone_is_told_before_launch_and_the_size_can_be_set(env):
+    at = open_page()
+    at.selectbox(key="train_model").set_value("vit_b_16").run()
+    assert any("takes 224×224 images only" in shown(w) for w in at.warning)
+    assert any(shown(e).startswith("img_size:") for e in at.error)
+    assert at.button(key="train_launch").disabled
+    at.button(key="train_use_fixed_size").click().run()
+    assert not at.exception
+    assert (at.number_input(key="train_h").value, at.number_input(key="train_w").value) == (224, 224)
+    assert not any(shown(e).startswith("img_size:") for e in at.error)
+    help_text = at.checkbox(key="train_pretrained").help
+    assert "downloaded" in help_text and "cache" in help_text and "README" in help_text
