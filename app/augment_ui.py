@@ -287,17 +287,35 @@ def step_editor(pipe: str, which: str) -> None:
 # ---------------------------------------------------------------------------------------------- loading / saving
 
 
+def _backbone() -> str:
+    """The backbone chosen on the Training page in this session (its preprocessing is offered here)."""
+    return str(st.session_state.get("train_model") or "resnet18")
+
+
 def _pair_options() -> list[str]:
-    return [f"preset: {name}" for name in transforms.PRESETS] + [
-        f"saved: {name}" for name in transforms.list_named_pairs()
-    ]
+    return (
+        [f"preset: {name}" for name in transforms.PRESETS]
+        + [f"backbone default: {_backbone()}"]
+        + [f"saved: {name}" for name in transforms.list_named_pairs()]
+    )
+
+
+def _load_pair(kind: str, name: str) -> tuple[list[dict], list[dict]]:
+    if kind == "preset":
+        return transforms.preset(name)
+    if kind == "backbone default":
+        from core.training import zoo
+
+        train, eval_ = zoo.backbone_default_pair(name)
+        return train.to_list(), eval_.to_list()
+    return transforms.load_named_pair(name)
 
 
 def _load_choice(pipe: str) -> None:
     choice = st.session_state[f"augment_{pipe}_pick"]
     kind, name = choice.split(": ", 1)
     try:
-        train, eval_ = transforms.preset(name) if kind == "preset" else transforms.load_named_pair(name)
+        train, eval_ = _load_pair(kind, name)
     except WorkbenchError as err:
         st.session_state[f"augment_{pipe}_error"] = str(err)
         return

@@ -20,6 +20,7 @@ from core.data import tasks
 from core.errors import ConfigError, WorkbenchError
 from core.runs import jobs
 from core.specs import transforms
+from core.specs.presets import BACKBONE_DEFAULT
 from core.training import models
 from core.training.config import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TrainConfig
 
@@ -114,12 +115,19 @@ def field_widget(container, name: str, default: Any, options: list | tuple | Non
 def pick_transform_pair(img_hw: tuple[int, int]) -> tuple[list, list, tuple[int, int] | None]:
     """The train/eval specs from a preset (resized to img_hw) or a saved pair (which fixes its own size)."""
     saved = transforms.list_named_pairs()
-    options = [f"preset: {name}" for name in transforms.PRESETS] + [f"saved: {name}" for name in saved]
+    options = [f"preset: {name}" for name in transforms.PRESETS] + [f"preset: {BACKBONE_DEFAULT}"]
+    options += [f"saved: {name}" for name in saved]
     choice = st.selectbox(
         "Train / eval transforms", options, key="train_pair",
-        help="Presets, or pairs saved on the Augmentations page. The eval spec is also used for inference.",
+        help="Presets, the chosen backbone's own preprocessing (its pretrained weights' size, crop and "
+        "normalisation), or pairs saved on the Augmentations page. The eval spec is also used for inference.",
     )  # fmt: skip
     kind, name = choice.split(": ", 1)
+    if name == BACKBONE_DEFAULT:
+        from core.training import zoo
+
+        train_spec, eval_spec = zoo.backbone_default_pair(str(st.session_state.get("train_model") or "small_cnn"))
+        return train_spec.to_list(), eval_spec.to_list(), tuple(transforms.output_size(eval_spec))
     if kind == "preset":
         train_spec, eval_spec = transforms.preset(name, img_hw)
         return list(train_spec), list(eval_spec), None

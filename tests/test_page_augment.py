@@ -296,3 +296,15 @@ def test_browser_page_renders_samples_and_warning(demo_root, app_server_factory,
     watch.screenshot("augment_page")
     watch.errors[:] = [e for e in watch.errors if "ERR_NAME_NOT_RESOLVED" not in e]  # offline font fetch
     watch.assert_clean()
+
+
+def test_the_backbone_default_pair_loads_as_an_ordinary_pair(env):
+    at = open_page()
+    at.selectbox(key="augment_B_pick").set_value("backbone default: resnet18")
+    at.button(key="augment_B_load").click()
+    at.run()
+    assert not at.exception and not errors(at), errors(at)
+    train, eval_ = spec_of(at, "B"), spec_of(at, "B", "eval")
+    assert [s["op"] for s in eval_] == ["Resize", "CenterCrop", "Normalize"]
+    assert eval_[1]["size"] == [224, 224] and train[0]["op"] == "RandomResizedCrop"
+    assert eval_[-1]["mean"] == [0.485, 0.456, 0.406]  # the weights' own normalisation

@@ -266,3 +266,19 @@ def test_the_transforms_facade_re_exports_the_package_api():
     for name in dir(core.specs):
         assert getattr(transforms, name) is getattr(core.specs, name), name
     assert set(dir(core.specs)) <= set(transforms.__all__)
+
+
+def test_the_backbone_default_preset_round_trips_as_a_spec():
+    from core.specs import presets
+    from core.training import zoo
+
+    for name, size in (("resnet18", (224, 224)), ("timm:resnet10t", (176, 176)), ("small_cnn", (128, 96))):
+        train, eval_ = zoo.backbone_default_pair(name)
+        assert output_size(eval_) == size and output_size(train) == size
+        assert check_pair(train, eval_) == []  # a consistent pair: same size and normalisation
+        again = spec_module.TransformSpec.parse(json.loads(json.dumps(eval_.to_list())))
+        assert again == eval_
+    prep = {"input_size": (224, 224), "resize": 256, "crop": (224, 224), "mean": [0.5] * 3, "std": [0.5] * 3,
+            "interpolation": "bicubic"}  # fmt: skip
+    _, eval_ = presets.backbone_pair(prep)
+    assert eval_.to_list()[0] == {"op": "Resize", "size": [256, 256], "interpolation": "bicubic", "antialias": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--truth", metavar="FILE",
         help="write the planted label errors here (CSV), and the eval set's labels to FILE's <stem>_eval.csv",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--plant-issues", action="store_true",
+        help="also plant known duplicates, near duplicates, dark, bright and blurred photos (listed in OUT/plants.csv)",
     )  # fmt: skip
     cmd.add_argument("--workers", type=int, default=None, help="drawing processes (default: CPU count)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -52,6 +57,11 @@ def run_demo_data(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     print(f"wrote {out}")
+    if args.plant_issues:
+        from core.data import demo_plants
+
+        rows = demo_plants.plant_issues(out, seed=args.seed)
+        print(f"planted {len(rows)} image issues, listed in {Path(out) / demo_plants.TRUTH_NAME}")
     if args.truth:
         print(f"truth: {args.truth} and {demo.eval_truth_path(args.truth)}")
     return 0

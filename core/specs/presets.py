@@ -1,4 +1,5 @@
-"""Named (train, eval) spec pairs to start from: baseline, center-crop, light, strong (no torch)."""
+"""Named (train, eval) spec pairs to start from: baseline, center-crop, light, strong, and a backbone's
+own preprocessing ("backbone default") as an ordinary pair (no torch)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,39 @@ def preset(name: str, img_size: Sequence[int] | None = None) -> tuple[list[dict]
     """(train, eval) of a preset as plain validated lists (fresh copies: the page edits them)."""
     train, eval_ = preset_pair(name, img_size)
     return train.to_list(), eval_.to_list()
+
+
+BACKBONE_DEFAULT = "backbone default"  # the pair made from a backbone's pretrained weights (backbone_pair)
+_FINE_TUNE_SCALE = (0.35, 1.0)  # faces fill these photos: timm's 8% crops would often lose the mask
+
+
+def backbone_pair(prep: dict) -> tuple[TransformSpec, TransformSpec]:
+    """(train, eval) TransformSpecs reproducing what a backbone's pretrained weights expect.
+
+    ``prep`` is ``core.training.zoo.preprocessing(name)``: input size, resize, crop, mean, std,
+    interpolation. Eval: resize to the crop's size divided by the weights' crop fraction, centre crop,
+    normalise (torchvision's and timm's eval transform, except that Resize here takes an exact
+    [height, width]: the photo's aspect is not kept, the same way in training and evaluation).
+    Train: a random resized crop at the input size and a horizontal flip, then the same normalisation.
+    """
+    crop = [int(v) for v in (prep.get("crop") or prep["input_size"])]
+    interpolation = str(prep.get("interpolation") or "bilinear")
+    if interpolation not in ("nearest", "bilinear", "bicubic"):
+        interpolation = "bilinear"
+    normalize = {"op": "Normalize", "mean": [float(v) for v in prep["mean"]], "std": [float(v) for v in prep["std"]]}
+    resize = prep.get("resize")
+    if resize and prep.get("crop"):
+        scale = float(resize) / min(crop)  # e.g. 256 / 224: the weights saw a centre crop of this share
+        size = [round(crop[0] * scale), round(crop[1] * scale)]
+        eval_steps = [{"op": "Resize", "size": size, "interpolation": interpolation}, {"op": "CenterCrop", "size": crop}]
+    else:
+        eval_steps = [{"op": "Resize", "size": crop, "interpolation": interpolation}]
+    train_steps = [
+        {"op": "RandomResizedCrop", "size": crop, "scale": list(_FINE_TUNE_SCALE), "ratio": [0.75, 4 / 3],
+         "interpolation": interpolation},
+        {"op": "RandomHorizontalFlip", "p": 0.5},
+    ]  # fmt: skip
+    return (
+        TransformSpec.parse([*train_steps, normalize], source=BACKBONE_DEFAULT),
+        TransformSpec.parse([*eval_steps, normalize], source=BACKBONE_DEFAULT),
+    )

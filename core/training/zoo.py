@@ -11,6 +11,8 @@ CONTRACT:
         # which counts a multiply-add as 2 FLOPs), plus the listing row
     preprocessing(name) -> dict
         # the pretrained weights' own input: input_size, resize, crop, mean, std, interpolation (plain data)
+    backbone_default_pair(name) -> (TransformSpec, TransformSpec)
+        # that preprocessing as an ordinary (train, eval) spec pair: the "backbone default" preset
     measure_speed(name, img_size, batch_size=16, steps=3, channels_last=None, device="cpu", use_cache=True) -> dict
         # train_images_per_s, infer_images_per_s measured on this machine; cached under settings.cache_dir
 """
@@ -152,6 +154,14 @@ def preprocessing(name: str) -> dict[str, Any]:
         return _timm_preprocessing(name)
     return {"input_size": SMALL_CNN_INPUT, "resize": None, "crop": None, "mean": IMAGENET_MEAN,
             "std": IMAGENET_STD, "interpolation": "bilinear"}  # fmt: skip
+
+
+def backbone_default_pair(name: str) -> tuple[Any, Any]:
+    """The "backbone default" preset: ``preprocessing(name)`` as an ordinary (train, eval) spec pair,
+    so the pair check, the preview and training treat it like any other pair."""
+    from core.specs.presets import backbone_pair
+
+    return backbone_pair(preprocessing(name))
 
 
 def _torchvision_preprocessing(name: str) -> dict[str, Any]:
