@@ -60,7 +60,7 @@ def run_demo_data(args: argparse.Namespace) -> int:
     if args.plant_issues:
         from core.data import demo_plants
 
-        rows = demo_plants.plant_issues(out, seed=args.seed)
+        rows = demo_plants.plant_issues(out, seed=args.seed, counts=demo_plants.counts_for(7 * args.people))
         print(f"planted {len(rows)} image issues, listed in {Path(out) / demo_plants.TRUTH_NAME}")
     if args.truth:
         print(f"truth: {args.truth} and {demo.eval_truth_path(args.truth)}")

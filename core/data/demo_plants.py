@@ -38,6 +38,12 @@ NEAR_VARIANTS = ("reencode", "resize", "shift")
 _JPEG_QUALITY = 92  # the demo's own photos are saved about this way; a plant should not stand out by its encoding
 
 
+def counts_for(photos: int) -> dict[str, int]:
+    """Plants per kind for a dataset of ``photos`` training photos: one in twenty photos per kind at
+    most, at least one, and DEFAULT_COUNTS from about 200 photos up (enough for precision/recall)."""
+    return {kind: max(1, min(n, photos // 20)) for kind, n in DEFAULT_COUNTS.items()}
+
+
 def plant_issues(
     dataset_root: str | os.PathLike,
     seed: int = 0,
