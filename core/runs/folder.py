@@ -3,15 +3,17 @@
 A run (a training job, an imported checkpoint) or a prediction job is a folder::
 
     <folder>/
-      config.json               what to do: TrainConfig.to_dict() plus "kind": "train"; an imported
+      config.json               what to do: TrainConfig.to_dict() plus "kind": "train" and the "classes"
+                                the training job found in the dataset (recorded by it); an imported
                                 checkpoint: {"kind": "imported", model, task, classes, img_size,
                                 eval_spec, train_spec, source}; a prediction job (under
                                 submissions/): {"kind": "predict", runs, tta, data}
-      status.json               state (queued|running|completed|failed|cancelled), pid, started_at,
+      status.json               state (queued|running|completed|failed|cancelled|pruned), pid, started_at,
                                 heartbeat, finished_at, error, step, total_steps, epoch, message
       metrics.jsonl             one JSON object per line, each with "step" and "epoch";
                                 logged steps add train_loss, train_acc, lr, images_per_s, threads;
-                                epoch ends add val_loss, val_acc, val_f1, val_f1_per_class
+                                epoch ends add val_loss, val_acc, val_f1, val_f1_per_class (null for a
+                                class in neither the labels nor the predictions: not counted in val_f1)
       summary.json              kept by append_metrics (and truncate_metrics) at every validation line, so
                                 listing runs never reads metrics.jsonl: best_val_f1, best_val_f1_step,
                                 best_val_acc, best_val_acc_step, last_val_step (null before the
@@ -19,9 +21,14 @@ A run (a training job, an imported checkpoint) or a prediction job is a folder::
       job.log                   the job's stdout/stderr
       checkpoints/last.pt       plain dict (loaded with weights_only=True): model (state_dict),
       checkpoints/best.pt       model_name, task, classes, img_size, eval_spec, config; a training
-                                checkpoint adds optimizer, scheduler, scaler, epoch, step, rng
+                                checkpoint adds optimizer, scheduler, scaler, epoch, step, rng,
+                                best_val_f1, log_window, split (train/val counts and a digest of the
+                                split, checked on resume)
       val_predictions.parquet   best epoch's validation predictions: path, group, label, pred, loss,
                                 p0..p{K-1}
+      embeddings.npy, .parquet  penultimate-layer features (float16) of the validation images at the best
+                                epoch, and their path, group, label, pred, confidence (core.evaluation.embeddings)
+      journal.json, notes.md    name, tags, starred, archived, sweep link; the user's notes (core.runs.journal)
       tb/                       TensorBoard event files
       cancel                    present when a cancel was asked for; the job checkpoints and stops
 
