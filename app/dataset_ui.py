@@ -25,7 +25,7 @@ STATS_SAMPLE = 200
 
 def overview(index: datasets.DatasetIndex) -> None:
     counts = stats.class_distribution(index)["images"]
-    cols = st.columns(5)
+    cols = st.columns(6)
     cols[0].metric("Images", f"{len(index.frame):,}")
     cols[1].metric("People" if index.has_attributes else "Groups", f"{index.frame['group'].nunique():,}")
     cols[2].metric("Classes", len(index.classes))
@@ -34,8 +34,25 @@ def overview(index: datasets.DatasetIndex) -> None:
         "Imbalance", "∞ (empty class)" if ratio == float("inf") else f"{ratio:.1f}×",
         help=f"largest class / smallest class ({int(counts.max())} / {int(counts.min())} images)",
     )  # fmt: skip
-    cols[4].metric("Problems", len(index.problems))
-    st.caption(f"{index.format} format · {widgets.plain(index.root)}")
+    cols[4].metric("Problems", len(index.problems) + index.more_problems)
+    cols[5].metric("Index in memory", f"{index.memory_bytes() / 1e6:.1f} MB")
+    left, right = st.columns([6, 1])
+    left.caption(f"{index.format} format · {widgets.plain(index.root)}")
+    if right.button("Rescan", key="dataset_rescan", help="Read the folder again instead of the saved index"):
+        rescan(index.root)
+
+
+def rescan(root: str) -> None:
+    """Scan ``root`` again (replacing its persisted index) and drop the page's cached copy."""
+    from core.data import roots
+
+    with st.spinner("Rescanning…"):
+        found = roots.open_dataset(root, settings.load().data_roots, rescan=True)
+    if isinstance(found, WorkbenchError):
+        widgets.error(found)
+        return
+    widgets._scan_cached.clear()
+    st.rerun()
 
 
 def class_chart(index: datasets.DatasetIndex) -> None:
@@ -116,12 +133,12 @@ def gallery(index: datasets.DatasetIndex) -> None:
         "Class", labels, key="dataset_gallery_class",
         format_func=lambda i: f"{index.classes[i]} ({counts[i]} images)",
     )  # fmt: skip
-    rows = index.frame[index.frame["label"] == label]
-    start, stop = widgets.pager(len(rows), GALLERY_PAGE, key=f"dataset_gallery_page_{label}")
-    page = rows.iloc[start:stop]
+    total = int(counts[label])
+    start, stop = widgets.pager(total, GALLERY_PAGE, key=f"dataset_gallery_page_{label}")
+    page = index.class_rows(label, start, stop)  # costs the same in a dataset of any size
     thumbs = [thumbnails.thumbnail_or_placeholder(p, THUMB_SIDE) for p in page["path"]]
     widgets.image_grid(thumbs, [caption(row) for row in page.itertuples(index=False)], columns=6)
-    st.caption(f"Images {start + 1}–{stop} of {len(rows)}")
+    st.caption(f"Images {start + 1}–{stop} of {total}")
 
 
 def caption(row) -> str:
@@ -131,7 +148,9 @@ def caption(row) -> str:
 
 
 def problems_table(index: datasets.DatasetIndex) -> None:
-    st.subheader(f"Problems ({len(index.problems)})")
+    st.subheader(f"Problems ({len(index.problems) + index.more_problems})")
+    if index.more_problems:
+        st.caption(f"and {index.more_problems:,} more problems (counted, not listed)")
     if not index.problems:
         st.success("No problems found: every file was readable and named as expected.")
         return

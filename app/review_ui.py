@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import widgets
+from app import explain_ui, widgets
 from core.data import tasks, thumbnails
 from core.errors import WorkbenchError
 from core.evaluation import metrics, review
@@ -89,7 +89,8 @@ def pick_run(models_dir: Path) -> RunFolder:
     run_id = st.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 0)
     if st.query_params.get("run") != run_id:
         st.query_params["run"] = run_id
-        for key in (CELL_KEY, CELL_SEEN_KEY, FOCUS_KEY):
+        run_keys = (explain_ui.SELECTION_KEY, explain_ui.SELECTION_SEEN_KEY, explain_ui.SIMILAR_KEY)
+        for key in (CELL_KEY, CELL_SEEN_KEY, FOCUS_KEY, *run_keys):
             st.session_state.pop(key, None)
     return found[ids.index(run_id)]
 
@@ -149,7 +150,7 @@ def confusion_section(frame: pd.DataFrame, classes: list[str], competition: bool
 
 def gallery_section(frame: pd.DataFrame, classes: list[str], competition: bool, run_id: str) -> int:
     """The misclassified images under the cell chip and the filters; returns the page size chosen."""
-    st.subheader("Misclassified images")
+    st.subheader("Misclassified images" if not st.session_state.get(explain_ui.SELECTION_KEY) else "Selected images")
     cell = st.session_state.get(CELL_KEY)
     if cell is not None:
         t, p = cell
@@ -167,9 +168,11 @@ def gallery_section(frame: pd.DataFrame, classes: list[str], competition: bool, 
     sort = f4.radio("Sort by", review.SORTS, horizontal=True, key="review_sort")
     page_size = f5.selectbox("Per page", PAGE_SIZES, index=PAGE_SIZES.index(24), key="review_page_size")
 
-    show_correct = cell is not None and cell[0] == cell[1]  # a diagonal cell asks for the right ones
+    on_map = explain_ui.selection_chip()
+    # A diagonal cell asks for the right ones; a map selection shows every selected photo, right or wrong.
+    show_correct = (cell is not None and cell[0] == cell[1]) or on_map is not None
     items = review.select(
-        frame,
+        frame if on_map is None else frame[frame["path"].astype(str).isin(on_map)],
         true=cell[0] if cell else (true_filter or None),
         pred=cell[1] if cell else (pred_filter or None),
         attribute_error=None if attribute == "any" else attribute,
@@ -180,7 +183,7 @@ def gallery_section(frame: pd.DataFrame, classes: list[str], competition: bool, 
         st.caption("The class filters are set aside while a confusion-matrix cell is selected.")
     pages = review.page_count(len(items), page_size)
     # A new filter starts a new pager (at page 1): the pager's key follows the filters.
-    signature = (cell, tuple(true_filter), tuple(pred_filter), attribute, sort, page_size, run_id)
+    signature = (cell, tuple(true_filter), tuple(pred_filter), attribute, sort, page_size, run_id, tuple(on_map or ()))
     st.text(f"{len(items)} images, {pages} pages")
     if items.empty:
         st.info("No image matches these filters.")
@@ -340,6 +343,8 @@ def card_grid(
             row = items.iloc[start + offset]
             with col:
                 st.image(thumbs[start + offset], width="stretch")
+                if "label" in row.index and "pred" in row.index:
+                    explain_ui.overlay_pair(str(row["path"]), int(row["label"]), int(row["pred"]))
                 lines = [f"{label}: {row[c]}" for c, label in (extra or {}).items()]
                 if prob_cols[0] in row.index:
                     lines.append(card_lines(row, classes, row[prob_cols].to_numpy(dtype=float)))
@@ -347,13 +352,17 @@ def card_grid(
                 if st.button("Person", key=f"review_{key}_person_{start + offset}",
                              help="This photo larger, with the person's others"):  # fmt: skip
                     st.session_state[FOCUS_KEY] = (key, str(row["path"]))
+                explain_ui.similar_button(str(row["path"]), key=f"review_{key}_similar_{start + offset}")
     focus = st.session_state.get(FOCUS_KEY)
     if isinstance(focus, tuple) and focus[0] == key:
-        person_panel(focus[1])
+        match = items[items["path"].astype(str) == focus[1]] if "label" in items and "pred" in items else items[:0]
+        classes_of = (int(match["label"].iloc[0]), int(match["pred"].iloc[0])) if len(match) else None
+        person_panel(focus[1], classes_of=classes_of)
 
 
-def person_panel(path: str, index_frame: pd.DataFrame | None = None) -> None:
-    """The focused photo large, with all photos of the same person beside it."""
+def person_panel(path: str, index_frame: pd.DataFrame | None = None, classes_of: tuple[int, int] | None = None) -> None:
+    """The focused photo large (with its Grad-CAM overlays when on; ``classes_of`` = (true, predicted)),
+    with all photos of the same person beside it."""
     with st.container(border=True):
         head, close = st.columns([6, 1])
         head.text(f"Selected: {path}")
@@ -362,6 +371,9 @@ def person_panel(path: str, index_frame: pd.DataFrame | None = None) -> None:
             st.rerun()
         big, others = st.columns([2, 5])
         big.image(thumbnail(path, LARGE_SIDE))
+        if classes_of is not None:
+            with big:
+                explain_ui.overlay_pair(path, classes_of[0], classes_of[1], side=LARGE_SIDE)
         photos = [p for p in review.person_photos(path, index_frame) if p != path]
         with others:
             st.text(f"The person's other photos ({len(photos)}):")
@@ -370,3 +382,30 @@ def person_panel(path: str, index_frame: pd.DataFrame | None = None) -> None:
                 with cols[i % 4]:
                     st.image(thumb, width="stretch")
                     st.text(Path(other).name)
+
+
+def similar_view(frame: pd.DataFrame, classes: list[str], run: RunFolder) -> None:
+    """The nearest neighbours (in the run's embeddings) of the card whose "More like this" was pressed."""
+    path = st.session_state.get(explain_ui.SIMILAR_KEY)
+    if not path:
+        return
+    with st.container(border=True):
+        head, close = st.columns([6, 1])
+        head.text(f"More like: {path}")
+        if close.button("Close", key="review_close_similar"):
+            st.session_state.pop(explain_ui.SIMILAR_KEY, None)
+            st.rerun()
+        try:
+            found = explain_ui.neighbours_of(str(run.root), path)
+        except WorkbenchError as err:
+            widgets.error(err)
+            return
+        if not found:
+            st.text("This photo is not in the run's embeddings.")
+            return
+        order = {p: i for i, (p, _) in enumerate(found)}
+        rows = frame[frame["path"].astype(str).isin(order)].copy()
+        rows["distance"] = rows["path"].astype(str).map(dict(found)).round(3)
+        rows = rows.sort_values("distance", kind="stable")
+        st.text(f"{len(rows)} nearest neighbours, closest first")
+        card_grid(rows, classes, key="similar", extra={"distance": "distance"})

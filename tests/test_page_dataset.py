@@ -200,3 +200,99 @@ def test_a_link_leading_outside_the_data_roots_is_not_offered(env, monkeypatch):
     options = [str(o) for o in at.sidebar.selectbox[0].options]
     assert not any("escape" in o or "elsewhere" in o for o in options), options
     assert len([o for o in options if "inside" in o or "alias" in o]) == 1, options
+
+
+# ---- duplicates, leakage and image quality ----------------------------------------------------------
+
+
+@pytest.fixture
+def planted(env, monkeypatch):
+    """A small demo dataset with one planted exact pair (two people) and one dark photo."""
+    from core.data import demo, demo_plants
+
+    root = env / "data" / "demo"
+    demo.generate(root, people=6, eval_people=0, seed=0)
+    rows = demo_plants.plant_issues(root, counts={"exact": 1, "near": 0, "dark": 1, "bright": 0, "blurry": 0})
+    return root, {row["kind"]: row for row in rows}
+
+
+def leaky_run(env, root, val_path: str):
+    """A run on ``root`` whose validation set holds ``val_path`` (and one other photo)."""
+    import pandas as pd
+
+    from core.runs.folder import create_run_folder, write_config, write_predictions
+
+    run = create_run_folder(env / "models", "run-leak")
+    write_config(run, {"kind": "train", "task": "class", "data": str(root)})
+    other = next(p for p in sorted(root.glob("train/images/*/*.jpg")) if str(p) != val_path)
+    frame = pd.DataFrame({"path": [val_path, str(other)], "group": ["a", "b"], "label": [0, 0], "pred": [0, 1]})
+    for j in range(18):
+        frame[f"p{j}"] = 1 / 18
+    write_predictions(run.val_predictions, frame)
+    return run
+
+
+def test_duplicates_section_lists_the_planted_pair_and_flags_leakage(env, monkeypatch, planted):
+    root, truth = planted
+    exact = truth["exact"]
+    target, source = str(root / exact["path"]), str(root / exact["source"])
+    leaky_run(env, root, target)  # the copy is validated on, its source trained on
+    at = open_page(env / "data", monkeypatch)
+    at.button(key="dataset_duplicates_button").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Exact pairs"] == "1" and metrics["Different people"] == "1"
+    notes = [t.value for t in at.text if " photos · " in t.value]
+    assert notes and notes[0].startswith("2 photos · exact") and "different people" in notes[0]
+    captions = [shown(c) for c in at.caption]
+    assert any(c.endswith("· " + target.rsplit("/", 1)[1]) for c in captions)  # person · file name
+    assert "LEAKAGE" not in notes[0]
+    at.selectbox(key="dataset_leak_run").set_value("run-leak").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Leakage"] == "1"
+    notes = [t.value for t in at.text if " photos · " in t.value]
+    assert "LEAKAGE: split across train and validation" in notes[0]
+    pairs = next(df.value for df in at.dataframe if "leakage" in df.value.columns)
+    assert {pairs["path_a"].iloc[0], pairs["path_b"].iloc[0]} == {exact["path"], exact["source"]}
+    assert source != target
+
+
+def test_quality_gallery_shows_the_planted_dark_photo(env, monkeypatch, planted):
+    root, truth = planted
+    dark = truth["dark"]["path"]
+    at = open_page(env / "data", monkeypatch)
+    at.button(key="dataset_quality_button").click().run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="dataset_quality_issue").value == "dark"
+    captions = [shown(c) for c in at.caption if shown(c).startswith("score ")]
+    assert any(c.endswith(dark) for c in captions), captions
+    assert any("CleanVision" in c.value for c in at.caption)
+
+
+def test_background_pass_writes_the_result_and_reports_progress(env, planted):
+    from app import background
+    from tests.conftest import wait_until
+
+    root, truth = planted
+    folder = env / "job"
+    assert background.state(folder).status == "none"
+    background.launch(folder, ["quality", str(root), "--out", str(folder / "result.csv")])
+    job = wait_until(lambda: (s := background.state(folder)).status != "running" and s, 180, "the quality pass")
+    assert job.status == "done", job.log_tail
+    assert job.total > 0 and job.done == job.total
+    assert truth["dark"]["path"] in (folder / "result.csv").read_text()
+
+
+def test_rescan_and_problem_counts(env, monkeypatch):
+    data = env / "data"
+    root = make_mask_tree(data / "demo")
+    at = open_page(data, monkeypatch)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Index in memory"].endswith("MB")
+    before = int(metrics["Problems"])
+    # Deep in the tree: the page's cheap fingerprint misses it, only a rescan finds it.
+    write(root / "train/images/000001_female_Asian_45/mask3.jpeg", b"")
+    at.button(key="dataset_rescan").click().run()
+    assert not at.exception, at.exception
+    assert int({m.label: m.value for m in at.metric}["Problems"]) > before  # the empty file (and its slot)

@@ -234,3 +234,121 @@ def test_label_errors_use_finished_kfold_predictions(page_env):
     assert not at.exception
     assert any(t.value == "28 images where the model prefers another label" for t in at.text)
     assert any("out-of-sample predictions of" in c.value for c in at.caption)
+
+
+# ---- why the model is wrong: Grad-CAM, the embedding map, more like this ----------------------------
+
+
+def add_checkpoint(run, model: str = "small_cnn") -> None:
+    """A random-weight checkpoint for the run (18 competition classes), so the page can load its model."""
+    import torch
+
+    from core.data import tasks
+    from core.runs import folder as runfolder
+    from core.specs import transforms
+    from core.training import models
+
+    torch.manual_seed(0)
+    net = models.build_model(model, 18, pretrained=False)
+    spec = transforms.preset("baseline", img_size=(32, 24))[1]
+    classes = tasks.task_classes("class")
+    runfolder.save_checkpoint(run.best_checkpoint, {
+        "model": net.state_dict(), "model_name": model, "task": "class", "classes": classes,
+        "img_size": [32, 24], "eval_spec": spec, "config": {"model": model},
+    })  # fmt: skip
+
+
+def add_embeddings(run, frame: pd.DataFrame) -> np.ndarray:
+    """Embeddings in two far-apart blobs: the first 20 validation photos, then the rest."""
+    from core.evaluation import embeddings
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(0, 0.05, (len(frame), 8)).astype(np.float32)
+    features[:20, 0] += 5
+    features[20:, 1] += 5
+    embeddings.save_run_embeddings(run, features, frame)
+    return features
+
+
+def test_gradcam_toggle_shows_two_overlays_per_card(page_env):
+    frame, run = page_env
+    add_checkpoint(run)
+    at = open_review(run.id)
+    plain_images = len(at.image)
+    at.toggle(key="review_gradcam").set_value(True).run()
+    assert not at.exception, at.exception
+    cards = len(card_texts(at))
+    assert cards == 24
+    assert len(at.image) == plain_images + 2 * cards
+    captions = [img.proto.imgs[0].caption for img in at.image if img.proto.imgs]
+    assert captions.count("pred") == cards and captions.count("true") == cards
+    at.button(key="review_gallery_person_0").click().run()  # the person view shows the pair too, large
+    assert not at.exception and captions.count("pred") + 1 == [
+        img.proto.imgs[0].caption for img in at.image if img.proto.imgs
+    ].count("pred")
+
+
+def test_gradcam_refused_for_a_transformer_once(page_env, monkeypatch):
+    from core.evaluation import gradcam
+
+    frame, run = page_env
+    add_checkpoint(run)
+    monkeypatch.setattr(gradcam, "is_transformer", lambda model: True)
+    at = open_review(run.id)
+    at.toggle(key="review_gradcam").set_value(True).run()
+    assert not at.exception
+    notes = [i.value for i in at.info if "not available for this backbone" in i.value]
+    assert len(notes) == 1
+    assert not [img for img in at.image if img.proto.imgs and img.proto.imgs[0].caption in ("pred", "true")]
+
+
+def test_map_selection_paths_from_a_plotly_event():
+    from app import explain_ui
+
+    points = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"]})
+    event = {"selection": {"points": [{"customdata": [2]}, {"customdata": [0]}, {"customdata": [9]}]}}
+    assert explain_ui.selected_paths(event, points) == ["a.jpg", "c.jpg"]
+    assert explain_ui.selected_paths({"selection": {"points": []}}, points) == []
+    assert explain_ui.selected_paths(None, points) == []
+
+
+def test_embedding_map_selection_filters_the_gallery(page_env):
+    frame, run = page_env
+    add_embeddings(run, frame)
+    at = open_review(run.id)
+    spec = [el for el in at.get("plotly_chart") if "review_map" in el.proto.id]
+    assert spec, "the embedding map is drawn"
+    assert gallery_count(at) == 28
+    chosen = frame["path"].iloc[:20].tolist()  # the first blob: persons 0-2 (14 right, 6 wrong)
+    at.session_state["review_map_selection"] = chosen  # what a lasso over the blob sets
+    at.run()
+    assert not at.exception
+    assert gallery_count(at) == 20  # every selected photo, right or wrong
+    shown_paths = {t.split("\n")[0] for t in card_texts(at)}
+    assert shown_paths
+    at.button(key="review_clear_map").click().run()
+    assert gallery_count(at) == 28
+
+
+def test_more_like_this_shows_nearest_neighbours(page_env):
+    frame, run = page_env
+    add_embeddings(run, frame)
+    at = open_review(run.id)
+    at.session_state["review_map_selection"] = frame["path"].iloc[:20].tolist()
+    at.run()
+    at.button(key="review_gallery_similar_0").click().run()
+    assert not at.exception
+    assert any(t.value == "12 nearest neighbours, closest first" for t in at.text)
+    neighbours = [t.value for t in at.text if t.value.startswith("distance: ")]
+    assert len(neighbours) == 12
+
+
+def test_runs_without_embeddings_offer_to_compute_them(page_env):
+    frame, run = page_env
+    add_checkpoint(run)
+    at = open_review(run.id)
+    assert not [el for el in at.get("plotly_chart") if "review_map" in el.proto.id]
+    at.button(key="review_embed_button").click().run()
+    assert not at.exception, at.exception
+    assert (run.root / "embeddings.npy").is_file()
+    assert [el for el in at.get("plotly_chart") if "review_map" in el.proto.id]

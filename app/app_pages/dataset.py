@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app import dataset_ui, widgets
+from app import checks_ui, dataset_ui, widgets
 
 st.title("Dataset")
 dataset_ui.upload_panel()
@@ -14,4 +14,6 @@ dataset_ui.attribute_panels(index)
 dataset_ui.gallery(index)
 dataset_ui.image_statistics(index)
 dataset_ui.problems_table(index)
+checks_ui.duplicates_section(index)
+checks_ui.quality_section(index)
 dataset_ui.verify_panel(index)

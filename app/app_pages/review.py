@@ -1,10 +1,11 @@
-"""Review: where and why a run is wrong. Metrics, a clickable confusion matrix, the misclassified
-gallery, best vs worst per class, and suspected label errors."""
+"""Review: where and why a run is wrong. Metrics, a clickable confusion matrix, the embedding map, the
+misclassified gallery (with Grad-CAM overlays), best vs worst per class, and suspected label errors."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from app import explain_ui
 from app import review_ui as ui
 from core import settings
 from core.evaluation import metrics
@@ -18,5 +19,8 @@ competition = bool(summary.attribute_accuracy)  # the 18 mask × gender × age c
 
 ui.headline(summary)
 ui.confusion_section(frame, classes, competition)
+explain_ui.map_section(run, frame, classes)
+explain_ui.gradcam_toggle(run)
 page_size = ui.gallery_section(frame, classes, competition, run.id)
+ui.similar_view(frame, classes, run)
 ui.more_views(frame, classes, run, page_size)
