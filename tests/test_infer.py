@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from core import runs
+from core.data import tasks
 from core.errors import CheckpointError, ConfigError, SubmissionError
-from core.evaluation import checkpoints, infer, predjobs, submission
+from core.evaluation import infer, predjobs, submission
 
 IMG_SIZE = (32, 24)
 
@@ -29,7 +30,7 @@ def make_run(parent: Path, name: str, task: str = "class", model: str = "small_c
     """A completed run folder with a random-weight model, in the format core.training.loop writes."""
     from core.training import models
 
-    classes = classes or checkpoints.task_classes(task)
+    classes = classes or tasks.task_classes(task)
     torch.manual_seed(seed)
     net = models.build_model(model, len(classes), pretrained=False)
     spec = spec if spec is not None else eval_spec()

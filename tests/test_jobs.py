@@ -296,3 +296,37 @@ def test_jobs_cli_list_and_cancel(env):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2 and "no job to run" in out.stderr
+
+
+# ---- several processes (torchrun) ------------------------------------------------------------------
+
+
+def test_a_run_with_several_processes_launches_torchrun(env):
+    from core.training.config import TrainConfig
+
+    run = make_run(env, kind="train")
+    runs.write_config(run, {**TrainConfig(nproc=2, device="cpu").to_dict(), "kind": "train"})
+    argv = jobs.training_argv(run)
+    assert argv[:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    assert argv[5:] == ["-m", "core", "train", "--run-dir", str(run.root)]
+    assert jobs.job_argv(run) == argv
+    runs.write_config(run, {**TrainConfig(device="cpu").to_dict(), "kind": "train"})
+    assert jobs.training_argv(run) == ["train", "--run", str(run.root)]
+
+
+def test_a_torchrun_worker_leaves_the_handed_over_lock_to_torchrun(env, monkeypatch):
+    """torchrun keeps the lock and the ready pipe launch() hands it; its workers do not inherit them, so
+    rank 0 must not use the numbers in its environment (they may name other files), only wait for its pid."""
+    run = make_run(env)
+    runs.write_status(run, state="queued", pid=os.getppid())  # what launch() writes: torchrun's pid
+    read_fd, write_fd = os.pipe()  # a descriptor that reading would block on
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv(jobs._LOCK_FD_ENV, str(read_fd))
+    monkeypatch.setenv(jobs._READY_FD_ENV, str(read_fd))
+    try:
+        assert jobs._take_over_from_launcher(run) is None
+        assert jobs._LOCK_FD_ENV not in os.environ and jobs._READY_FD_ENV not in os.environ
+        os.fstat(read_fd)  # untouched: still open
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

@@ -119,8 +119,13 @@ def test_resume_accepts_changes_that_do_not_change_what_is_learnt(tmp_path, cats
 def test_config_changes_name_each_field_and_skip_the_harmless_ones():
     base = TrainConfig()
     saved = base.to_dict()
-    changed = base.replace(lr=0.1, epochs=5, workers=2, device="cpu", log_every=3)
-    assert config_changes(saved, changed) == ["epochs 3 → 5", "lr 0.003 → 0.1"]
+    changed = base.replace(lr=0.1, epochs=5, workers=2, device="cpu", log_every=3, amp="bf16", compile=True, nproc=2)
+    assert config_changes(saved, changed) == ["epochs 3 → 5", "lr 0.003 → 0.1"]  # where and how fast: accepted
+    assert config_changes(saved, base.replace(freeze_epochs=2, ema_decay=0.99)) == [
+        "ema_decay 0.0 → 0.99", "freeze_epochs -1 → 2"
+    ]  # fmt: skip
+    older = {k: v for k, v in saved.items() if k not in ("freeze_epochs", "backbone_lr_mult", "ema_decay")}
+    assert config_changes(older, base) == []  # a checkpoint from before the fine-tuning fields: their defaults
     flipped = TrainConfig.from_dict({**saved, "train_spec": [*saved["train_spec"][:1],
                                                              {"op": "RandomHorizontalFlip", "p": 0.5}, *saved["train_spec"][1:]]})  # fmt: skip
     assert config_changes(saved, flipped) == ["train_spec changed"]

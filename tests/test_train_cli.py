@@ -59,6 +59,9 @@ def test_config_file_makes_a_run_folder_and_flags_override_it(demo_root, tmp_pat
     assert main(["train", "--run", str(folder.root)]) == 0
     # Changing a finished run's config would make its checkpoint lie: refused with a one-line error.
     assert main(["train", "--run", str(folder.root), "--lr", "0.1"]) == 2
+    # Where and how fast it runs may change (e.g. resuming with mixed precision or more processes).
+    assert main(["train", "--run", str(folder.root), "--amp", "bf16", "--workers", "0"]) == 0
+    assert runs.read_config(folder)["amp"] == "bf16"
 
 
 def test_bad_flags_and_files_are_one_line_errors(demo_root, tmp_path, capsys):

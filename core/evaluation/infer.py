@@ -7,8 +7,8 @@ crop, predicted without it" is the competition's most common bug.
 Speed: images are decoded in a thread pool (Pillow releases the GIL) a couple of batches ahead of
 the model; a JPEG is draft-decoded by libjpeg at the smallest scale that still covers the first
 Resize of the spec (2-4x cheaper than a full decode); the model runs batched on a copy with each
-BatchNorm folded into its convolution, channels_last, under ``torch.inference_mode`` and on CUDA
-when present; the CPU's cores are shared between model and decoders by what each costs (_CpuShare).
+BatchNorm folded into its convolution, channels_last, under ``torch.inference_mode``; on CUDA when present
+(autocast, bf16 where the GPU has it, uint8 batches normalised there); on a CPU cores are shared (_CpuShare).
 bench/infer.py: 5.8x the notebook's batch-1 loop over the 12,600-photo demo eval set on 2 cores.
 
 Typical use::
@@ -39,6 +39,8 @@ from core.evaluation import submission
 from core.evaluation.predjobs import output_paths, resolve_run_path
 from core.fsutil import atomic_write_json
 from core.specs.spec import TransformSpec
+from core.training.loader import DeviceNormalize
+from core.training.parts import amp_dtype, autocast
 
 Progress = Callable[[int, int], None]  # (images done, images in all) over every run of the ensemble
 DEFAULT_BATCH_SIZE = 64
@@ -75,6 +77,7 @@ class RunModel:
     model: torch.nn.Module  # the weights as loaded
     device: torch.device
     net: torch.nn.Module | None = None  # what predictions run through: ``model`` fused for inference
+    amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA (None: full precision)
 
     def __post_init__(self) -> None:
         if self.net is None:
@@ -120,8 +123,10 @@ def load_run(ref: str | os.PathLike, device: str | torch.device | None = None) -
         raise CheckpointError(f"{ckpt_path.name}: task mismatch: checkpoint is for task {task!r}, run {run.id} for {config['task']!r}")
     if config.get("model") not in (None, name):
         raise CheckpointError(f"{ckpt_path.name}: architecture mismatch: checkpoint is {name!r}, run {run.id} is {config['model']!r}")
-    if name not in models.MODEL_NAMES:
-        raise CheckpointError(f"{ckpt_path.name}: unknown architecture {name!r}; known: {', '.join(models.MODEL_NAMES)}")
+    try:
+        models.check_model_name(name)
+    except ConfigError as err:
+        raise CheckpointError(f"{ckpt_path.name}: unknown architecture {name!r} ({err})") from err
     model = models.build_model(name, len(classes), pretrained=False)
     models.load_state_dict_checked(model, ckpt["model"], name, len(classes))
     device = torch.device(device) if device is not None else default_device()
@@ -135,6 +140,7 @@ def load_run(ref: str | os.PathLike, device: str | torch.device | None = None) -
     return RunModel(
         run_id=run.id, root=run.root, model_name=name, task=task, classes=classes,
         img_size=(int(img_size[0]), int(img_size[1])), eval_spec=eval_spec, model=model, device=device, net=net,
+        amp_dtype=amp_dtype("auto", device),
     )  # fmt: skip
 
 
@@ -203,9 +209,9 @@ class InputPipeline:
     """How a run sees an image, in two halves so the costly half runs per image in threads:
 
     ``load_uint8(path)``: open_rgb (EXIF upright, modes handled, draft-decoded when safe) and the
-    spec's leading deterministic geometry (resize, crops) -> uint8 CHW, small. ``finish(batch)``:
-    the rest of the spec (to float, Normalize, ...) on a uint8 batch -> float BCHW, as one op per
-    step for the whole batch. ``pipeline(path)`` composes both for one image.
+    spec's leading deterministic geometry (resize, crops) -> uint8 CHW, small. ``finish(batch, device)``:
+    the rest of the spec on a uint8 batch -> float BCHW, one op per step for the whole batch (on CUDA a
+    Normalize-only rest runs on the GPU; random steps draw from the global RNG). ``pipeline(path)``: both.
 
     The steps are the training loader's own (``core.specs.pipeline.PrefixThenRest``): the same shortcuts
     (a Resize to the draft-decoded size skipped, Normalize fused), so the same numbers as training.
@@ -216,14 +222,16 @@ class InputPipeline:
 
         self.steps = PrefixThenRest(eval_spec)
         self._min_size = self.steps.draft_size
+        self._normalize = DeviceNormalize.for_steps(self.steps) if self.steps.fast is not None else None  # on CUDA
 
     def load_uint8(self, path: str | os.PathLike) -> torch.Tensor:
         from core.data import images
 
         return self.steps.apply_prefix(images.open_rgb(path, min_size=self._min_size))
 
-    def finish(self, batch: torch.Tensor) -> torch.Tensor:
-        # a random step after the prefix (unusual in an eval spec) draws per image from the global RNG
+    def finish(self, batch: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+        if device is not None and device.type == "cuda" and self._normalize is not None:  # on a pinned uint8 copy
+            return self._normalize(batch.pin_memory().to(device, non_blocking=True))
         return self.steps.finish(batch)
 
     def __call__(self, path: str | os.PathLike) -> torch.Tensor:
@@ -286,7 +294,7 @@ def predict_probabilities(
             if not failures:  # once anything failed the result is discarded: skip the model work
                 with threads.timing_model(len(items)):
                     for rows, batch in _same_size_groups(items):
-                        probs[[start + i for i in rows]] = _forward(member, pipeline.finish(batch), tta)
+                        probs[[start + i for i in rows]] = _forward(member, pipeline.finish(batch, member.device), tta)
             if progress:
                 progress(len(items))
     return probs, failures
@@ -354,9 +362,10 @@ def _same_size_groups(items: list[torch.Tensor]) -> Iterator[tuple[list[int], to
 
 def _forward(member: RunModel, batch: torch.Tensor, tta: bool) -> np.ndarray:
     batch = batch.to(member.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    p = torch.softmax(member.net(batch).float(), dim=1)
-    if tta:  # horizontal flip: people and masks are left-right symmetric
-        p = (p + torch.softmax(member.net(batch.flip(-1)).float(), dim=1)) / 2
+    with autocast(member.device, member.amp_dtype):
+        p = torch.softmax(member.net(batch).float(), dim=1)
+        if tta:  # horizontal flip: people and masks are left-right symmetric
+            p = (p + torch.softmax(member.net(batch.flip(-1)).float(), dim=1)) / 2
     return p.cpu().numpy()
 
 

@@ -12,7 +12,9 @@ States (status.json ``state``)::
 How the pieces fit:
 
 - ``launch(run, argv)`` writes ``queued`` and starts ``python -m core <argv…>`` detached (own session,
-  output appended to job.log). The child's command calls ``run_job(run, work)``.
+  output appended to job.log). The child's command calls ``run_job(run, work)``. A run with several
+  processes (``nproc``) starts ``python -m torch.distributed.run … -m core train --run-dir R`` instead: torchrun
+  keeps the run lock launch() hands it, and its rank 0 runs ``run_job`` (see core.cli.train).
 - ``run_job`` takes the run folder's writer lock (a second writer gets RunError at once), waits for one
   of ``settings.max_jobs`` slots (flock on slot files under ``<cache_dir>/job-slots``, shared by
   training and prediction jobs), writes ``running``, calls ``work(ctx)`` and writes the final state.
@@ -120,14 +122,8 @@ class JobContext:
         self.run = run
         self._last_beat = 0.0
 
-    def heartbeat(
-        self,
-        step: int | None = None,
-        total_steps: int | None = None,
-        epoch: int | None = None,
-        message: str | None = None,
-        force: bool = False,
-    ) -> None:
+    def heartbeat(self, step: int | None = None, total_steps: int | None = None, epoch: int | None = None,
+                  message: str | None = None, force: bool = False) -> None:  # fmt: skip
         """Record progress in status.json, at most about once a second unless ``force``."""
         now = time.time()
         if not force and now - self._last_beat < HEARTBEAT_INTERVAL_S:
@@ -158,26 +154,27 @@ def _install_sigterm_handler() -> Any:
         return None  # not the main thread (an in-process test): the cancel flag file still works
 
 
-def _wait_for_launcher() -> None:
-    """In a launched child: block until the launcher has written our pid (EOF on the ready pipe)."""
-    raw = os.environ.pop(_READY_FD_ENV, None)
-    if raw is None:
-        return
-    try:
-        fd = int(raw)
-        while os.read(fd, 64):
-            pass
-        os.close(fd)
-    except (ValueError, OSError):
-        pass
-
-
-def _take_run_lock(run: RunFolder) -> int:
-    """The run folder's writer lock: the one inherited from launch(), else a fresh one."""
-    raw = os.environ.pop(_LOCK_FD_ENV, None)
-    if raw is not None:
+def _take_over_from_launcher(run: RunFolder) -> int | None:
+    """Wait until the launcher has written our pid (EOF on the ready pipe); return the run lock it handed
+    over, else a fresh one. A torchrun worker does not inherit them (the numbers may name other files
+    here): it waits until status.json names torchrun (30 s at most), which keeps the lock (None)."""
+    ready, lock = os.environ.pop(_READY_FD_ENV, None), os.environ.pop(_LOCK_FD_ENV, None)
+    if lock is not None and "TORCHELASTIC_RUN_ID" in os.environ:
+        deadline = time.monotonic() + 30.0
+        while runs.read_status(run).get("pid") != os.getppid() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return None
+    if ready is not None:
         try:
-            return runs.adopt_run_lock(run, int(raw))
+            fd = int(ready)
+            while os.read(fd, 64):
+                pass
+            os.close(fd)
+        except (ValueError, OSError):
+            pass
+    if lock is not None:
+        try:
+            return runs.adopt_run_lock(run, int(lock))
         except (ValueError, RunError):
             pass  # not ours (a nested command): lock the folder ourselves below
     return runs.lock_run_folder(run)
@@ -232,8 +229,7 @@ def error_line(err: BaseException) -> str:
 def run_job(run: RunFolder | str | os.PathLike, work: Callable[[JobContext], None]) -> str:
     """Run ``work(ctx)`` as the one writer of ``run``, within the job-slot limit; return the final state."""
     run = _as_run(run)
-    _wait_for_launcher()
-    lock_fd = _take_run_lock(run)  # RunError when another process writes this folder
+    lock_fd = _take_over_from_launcher(run)  # RunError when another process writes this folder
     slot_fd = None
     previous_handler = _install_sigterm_handler()
     try:
@@ -260,7 +256,8 @@ def run_job(run: RunFolder | str | os.PathLike, work: Callable[[JobContext], Non
     finally:
         if slot_fd is not None:
             os.close(slot_fd)
-        runs.unlock_run_folder(lock_fd)
+        if lock_fd is not None:
+            runs.unlock_run_folder(lock_fd)
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
 
@@ -287,7 +284,8 @@ def _lock_run_folder(run: RunFolder, wait_s: float) -> int:
 
 
 def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str], lock_wait_s: float = 0.0) -> int:
-    """Start ``python -m core <argv…>`` detached for ``run_folder``; return its pid at once.
+    """Start ``python -m core <argv…>`` detached for ``run_folder``; return its pid at once. An ``argv``
+    starting with ``-m`` is the whole command after ``python`` (torchrun, from ``training_argv``).
 
     Raises RunError when another process is writing the folder (a running job or a racing launch).
     """
@@ -303,7 +301,7 @@ def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str], lock_wait
         try:
             with open(run.log, "ab") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "core", *argv],
+                    [sys.executable, *(argv if argv[:1] == ["-m"] else ["-m", "core", *argv])],
                     cwd=settings.REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, pass_fds=(read_fd, lock_fd),
                 )  # fmt: skip
@@ -338,6 +336,10 @@ def _config_dict(config: Any) -> dict[str, Any]:
 def launch_training(config: Any, models_dir: str | os.PathLike | None = None, name: str | None = None) -> RunFolder:
     """Validate ``config``, make a new run folder (named ``name`` or a fresh id) and launch training in it."""
     cfg = _config_dict(config)
+    if cfg["nproc"] != 1:  # more processes than GPUs fails here, before a run folder is made
+        from core.training.distributed import training_args
+
+        training_args("", cfg)
     parent = Path(models_dir) if models_dir else settings.load().models_dir
     run = runs.create_run_folder(parent, run_id=name or None)
     runs.write_config(run, {**cfg, "kind": "train"})
@@ -346,7 +348,13 @@ def launch_training(config: Any, models_dir: str | os.PathLike | None = None, na
 
 
 def training_argv(run: RunFolder) -> list[str]:
-    return ["train", "--run", str(run.root)]
+    """``train --run R``, or the torchrun command when the config asks for several processes."""
+    config = runs.read_config(run) if run.config.is_file() else {}
+    if config.get("nproc", 1) == 1:
+        return ["train", "--run", str(run.root)]
+    from core.training.distributed import training_args
+
+    return training_args(run.root, config)
 
 
 def job_argv(run: RunFolder) -> list[str]:

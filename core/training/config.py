@@ -28,6 +28,8 @@ SCHEDULERS = ("none", "step", "cosine")
 LOSSES = ("ce", "label_smoothing", "focal", "weighted_ce")
 DEVICES = ("auto", "cpu", "cuda")
 CACHES = ("none", "memmap")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+AUTO = -1  # freeze_epochs, backbone_lr_mult, workers: chosen for the run (core.training.finetune, .loader)
 DEFAULT_IMG_SIZE = (128, 96)  # the competition baseline's height x width
 
 
@@ -40,11 +42,11 @@ def _default_specs() -> tuple[TransformSpec, TransformSpec]:
 class TrainConfig:
     data: str = "data/demo"  # dataset root (mask-status layout, class folders or a CSV manifest)
     task: str = "class"  # what to predict: "class" (18 classes) or one attribute: mask | gender | age
-    model: str = "small_cnn"  # backbone name from core.training.models.MODEL_NAMES
-    pretrained: bool = False  # start from torchvision weights found in the local torch cache (never downloaded)
+    model: str = "small_cnn"  # backbone: small_cnn, a torchvision model or timm:<name> (core.training.models)
+    pretrained: bool = False  # start from the library's ImageNet weights (downloaded once into its cache)
     train_spec: TransformSpec = field(default_factory=lambda: _default_specs()[0])  # transform steps for training
     eval_spec: TransformSpec = field(default_factory=lambda: _default_specs()[1])  # for validation/inference
-    img_size: list = field(default_factory=lambda: list(DEFAULT_IMG_SIZE))  # [h, w] the model sees; = both specs' output
+    img_size: list = field(default_factory=lambda: list(DEFAULT_IMG_SIZE))  # [h, w] the model sees; = both specs' output  # fmt: skip
     batch_size: int = 64  # images per optimizer step
     epochs: int = 3  # passes over the training split (ignored when max_steps > 0)
     max_steps: int = 0  # optimizer steps to run instead of epochs (0 = run `epochs` epochs)
@@ -65,10 +67,20 @@ class TrainConfig:
     n_folds: int = 0  # >0: validate on fold `fold` of StratifiedGroupKFold(n_folds) instead of val_fraction
     fold: int = 0  # which fold is validation when n_folds > 0 (0-based)
     device: str = "auto"  # auto (CUDA with mixed precision when present, else CPU) | cpu | cuda
-    workers: int = 0  # DataLoader processes decoding images (0 = in the training process)
+    workers: int = AUTO  # processes decoding images (-1 = auto: 0 on a CPU, the cores per GPU (<= 8) on CUDA)
     log_every: int = 10  # log train loss/accuracy/lr/images-per-s every this many steps
     cache: str = "memmap"  # memmap: decode each image once into a uint8 cache on disk; none: decode every epoch
     channels_last: bool = True  # channels_last memory format for backbones that run faster with it
+    # Fine-tuning. A random head's first large gradients wreck pretrained features (and the features need
+    # smaller steps than the head), so a pretrained run left on auto trains the head alone for one epoch,
+    # then everything with the backbone at a tenth of the head's learning rate; other runs are unchanged.
+    freeze_epochs: int = AUTO  # epochs that train only the classifier head (-1 = auto: 1 when pretrained, else 0)
+    backbone_lr_mult: float = AUTO  # backbone lr = lr x this; the head gets lr (-1 = auto: 0.1 pretrained, else 1)
+    ema_decay: float = 0.0  # evaluate and keep best.pt with an EMA of the weights (0 = off; ~0.999 for long runs)
+    # GPUs and processes (what they change is speed and rounding, not what is learnt: resume accepts changes).
+    amp: str = "auto"  # mixed precision: auto (CUDA: bf16 where supported, else fp16; CPU: off) | bf16 | fp16 | off
+    compile: bool = False  # torch.compile the model; if compiling fails the run goes on uncompiled (logged why)
+    nproc: int = 1  # training processes, DistributedDataParallel via torchrun (0 = one per visible GPU)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -113,11 +125,10 @@ class TrainConfig:
         _choice("loss", self.loss, LOSSES)
         _choice("device", self.device, DEVICES)
         _choice("cache", self.cache, CACHES)
-        from core.training.models import MODEL_NAMES, SMALL_CNN
+        _choice("amp", self.amp, AMP_MODES)
+        from core.training.models import check_model_config
 
-        _choice("model", self.model, tuple(MODEL_NAMES))
-        if self.pretrained and self.model == SMALL_CNN:
-            raise ConfigError("pretrained: small_cnn has no pretrained weights; untick pretrained or pick a torchvision backbone")
+        check_model_config(self.model, self.pretrained, self.img_size if _is_size(self.img_size) else None)
         if not str(self.data).strip():
             raise ConfigError("data: give the dataset folder")
         _at_least("batch_size", self.batch_size, 1)
@@ -125,7 +136,12 @@ class TrainConfig:
         _at_least("max_steps", self.max_steps, 0)
         _at_least("warmup_steps", self.warmup_steps, 0)
         _at_least("step_size", self.step_size, 1)
-        _at_least("workers", self.workers, 0)
+        _at_least("workers", self.workers, AUTO)
+        _at_least("freeze_epochs", self.freeze_epochs, AUTO)
+        _at_least("nproc", self.nproc, 0)
+        if self.backbone_lr_mult != AUTO:
+            _in_range("backbone_lr_mult", self.backbone_lr_mult, 0.0, 10.0)
+        _in_range("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         _at_least("log_every", self.log_every, 1)
         _at_least("n_folds", self.n_folds, 0)
         if self.n_folds == 1:
@@ -145,7 +161,7 @@ class TrainConfig:
 
     def _validate_size_and_specs(self) -> None:
         size = self.img_size
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+        if not _is_size(size):
             raise ConfigError(f"img_size: expected [height, width] as two integers, got {size!r}")
         if not all(8 <= v <= 4096 for v in size):
             raise ConfigError(f"img_size: each side must be between 8 and 4096 pixels, got {size}")
@@ -171,8 +187,13 @@ _TYPES: dict[str, type] = {
     "momentum": float, "weight_decay": float, "scheduler": str, "warmup_steps": int, "step_size": int,
     "gamma": float, "loss": str, "label_smoothing": float, "focal_gamma": float, "balanced_sampling": bool,
     "val_fraction": float, "seed": int, "n_folds": int, "fold": int, "device": str, "workers": int,
-    "log_every": int, "cache": str, "channels_last": bool,
+    "log_every": int, "cache": str, "channels_last": bool, "freeze_epochs": int, "backbone_lr_mult": float,
+    "ema_decay": float, "amp": str, "compile": bool, "nproc": int,
 }  # fmt: skip
+
+
+def _is_size(size: Any) -> bool:
+    return isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size)
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:
@@ -223,7 +244,7 @@ def _at_least(name: str, value: int, low: int) -> None:
         raise ConfigError(f"{name}: must be at least {low}, got {value}")
 
 
-def _in_range(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+def _in_range(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:  # fmt: skip
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:

@@ -15,6 +15,13 @@ epoch's batches depend only on (seed, epoch): a resumed run sees exactly the bat
 
 Both sources take a spec validated once (a TransformSpec, e.g. ``TrainConfig.train_spec``; a raw list is
 parsed once here) and split and build it with ``PrefixThenRest``, the one split inference uses too.
+
+Feeding a GPU (``device_finish`` and ``pin_memory``, set by the training loop on CUDA): the cached source
+hands out uint8 batches (a quarter of float's bytes to copy) with the Normalize left to do, which
+``Batch.to`` runs on the device after a non-blocking copy from pinned memory (``DeviceNormalize``:
+the same multiply-add as the CPU path); ``prefetched`` reads and pins the next batches in a thread
+while the GPU works. Several processes (torchrun) each take their slice of every global batch
+(``shard``), so the batch size stays the global one.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,18 +45,120 @@ from core.specs.pipeline import PrefixThenRest, apply_seeded, one_thread
 from core.specs.spec import TransformSpec, as_spec
 
 __all__ = [
-    "Batch", "CachedSource", "DecodeSource", "SkippedImages", "apply_seeded", "cache_key", "make_source",
-    "one_thread", "open_or_build_cache", "split_of", "to_uint8_hwc",
+    "Batch", "CachedSource", "DecodeSource", "DeviceNormalize", "SkippedImages", "apply_seeded", "cache_key",
+    "make_source", "one_thread", "open_or_build_cache", "prefetched", "resolve_workers", "split_of", "to_uint8_hwc",
 ]  # fmt: skip
 
 CACHE_VERSION = 1
 ProgressFn = Callable[[int, int], None]
 
 
+Shard = tuple[int, int]  # (this process's rank, processes): each takes a contiguous slice of every batch
+ONE_PROCESS: Shard = (0, 1)
+
+
 @dataclass
 class Batch:
-    images: torch.Tensor  # float B x C x H x W, ready for the model (still on the CPU)
+    images: torch.Tensor  # B x C x H x W on the CPU: float ready for the model, or uint8 when ``finish`` is set
     positions: np.ndarray  # int64 positions into the source's image list, one per row of `images`
+    share: float = 1.0  # len(images) x processes / global batch size: weights this rank's loss (1: one process)
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None  # uint8 -> float, run where the batch goes
+
+    def to(self, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+        """The images on ``device`` in the model's memory format, finished there when ``finish`` is set."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = self.images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        return x if self.finish is None else self.finish(x).contiguous(memory_format=fmt)
+
+
+def _local(n: int, shard: Shard) -> slice:
+    rank, world = shard
+    return slice(n * rank // world, n * (rank + 1) // world)
+
+
+class DeviceNormalize:
+    """uint8 -> float Normalize on whatever device the batch is on: ``raw.float() * scale + shift`` with
+    scale = 1 / (255 std) and shift = -mean / std, the float32 constants and the one multiply-add of
+    ``core.specs.pipeline.fused_normalize``, so on a CPU it gives the CPU path's numbers exactly."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        if raw.device not in self._on:
+            self._on[raw.device] = (self.scale.to(raw.device), self.shift.to(raw.device))
+        scale, shift = self._on[raw.device]
+        return torch.addcmul(shift, raw.float(), scale)
+
+    @classmethod
+    def for_steps(cls, steps: PrefixThenRest) -> DeviceNormalize | None:
+        """The remainder's final Normalize when everything before it runs on uint8 (nothing, or random
+        uint8 steps such as a flip, which stay per sample on the CPU); None for any other remainder."""
+        rest = steps.rest_spec
+        if not rest:
+            return cls([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+        if rest[-1].op == "Normalize" and (len(rest) == 1 or steps.random_head is not None):
+            return cls(rest[-1]["mean"], rest[-1]["std"])
+        return None
+
+
+def resolve_workers(workers: int, device_type: str, processes: int = 1) -> int:
+    """Decoding processes for ``workers`` (-1 = auto): on a CPU none (the model needs the cores, and the cache
+    is read fastest in the main process); on CUDA this process's share of the cores, one kept for itself, up to 8."""
+    if workers >= 0:
+        return workers
+    if device_type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, processes) - 1))
+
+
+def prefetched(batches: Iterable[Batch], depth: int = 3, pin: bool = True) -> Iterator[Batch]:
+    """``batches`` made ``depth`` ahead in a thread, in pinned memory (``pin``; needs CUDA): reading the
+    cache, the per-sample steps and pinning overlap the GPU's work (numpy's copies and torch's ops
+    release the GIL). Stopping early (a cancel, the step budget) stops the thread.
+
+    For the CUDA path only: seeded random steps borrow torch's global CPU generator (apply_seeded), so
+    the consuming thread must draw no CPU random numbers meanwhile (on a GPU, dropout uses the GPU's)."""
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if pin and not batch.images.is_pinned():
+                    batch.images = batch.images.pin_memory()
+                if not put(batch):
+                    return
+            put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            put(err)
+
+    thread = threading.Thread(target=produce, name="batch-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 @dataclass
@@ -121,50 +232,85 @@ def _chunks(n: int, batch_size: int) -> list[slice]:
 class DecodeSource:
     """Decode + full spec per sample (in ``workers`` processes); no cache."""
 
-    def __init__(self, paths: Sequence[str], spec: TransformSpec | PrefixThenRest | Sequence[dict], workers: int = 0):
+    def __init__(
+        self, paths: Sequence[str], spec: TransformSpec | PrefixThenRest | Sequence[dict], workers: int = 0,
+        pin_memory: bool = False,
+    ):  # fmt: skip
         self.paths = list(paths)
         self.steps = split_of(spec)
         self.dataset = _DecodeDataset(self.paths, self.steps, self.steps.draft_size, False)
         self.workers = workers
+        self.pin_memory = pin_memory
         self.skipped = SkippedImages()
 
-    def batches(self, positions: np.ndarray, seeds: np.ndarray, batch_size: int) -> Iterator[Batch]:
+    def batches(
+        self, positions: np.ndarray, seeds: np.ndarray, batch_size: int, shard: Shard = ONE_PROCESS
+    ) -> Iterator[Batch]:
         items = list(zip(positions.tolist(), seeds.tolist(), strict=True))
-        batch_items = [items[s] for s in _chunks(len(items), batch_size)]
+        parts = [(items[s], s.stop - s.start) for s in _chunks(len(items), batch_size)]
+        parts = [(chunk[_local(n, shard)], n) for chunk, n in parts]
+        parts = [(chunk, n) for chunk, n in parts if chunk]
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=batch_items, num_workers=self.workers, collate_fn=_collate,
-            generator=torch.Generator(),  # the loader's base seed must not consume the global RNG
+            self.dataset, batch_sampler=[chunk for chunk, _ in parts], num_workers=self.workers, collate_fn=_collate,
+            pin_memory=self.pin_memory, generator=torch.Generator(),  # the base seed must not consume the global RNG
         )  # fmt: skip
-        for images, pos, bad in loader:
+        for (images, pos, bad), (_, n) in zip(loader, parts, strict=True):
             self.skipped.reasons.update(bad)
             if images is not None:
-                yield Batch(images, pos)
+                yield Batch(images, pos, share=len(pos) * shard[1] / n)
 
 
 class CachedSource:
     """uint8 memmap of the spec's deterministic prefix; the random remainder per sample per epoch."""
 
     def __init__(
-        self, cache: np.ndarray, spec: TransformSpec | PrefixThenRest | Sequence[dict], skipped: SkippedImages
-    ):
+        self, cache: np.ndarray, spec: TransformSpec | PrefixThenRest | Sequence[dict], skipped: SkippedImages,
+        device_finish: bool = False,
+    ):  # fmt: skip
         self.cache = cache
         self.steps = split_of(spec)  # the cache holds its prefix's outputs; finish() runs the rest
         self.rest_random = self.steps.rest_is_random
         self.fast = self.steps.fast
         self.random_head = self.steps.random_head
         self.skipped = skipped
+        # device_finish: batches leave as uint8 and are normalised where they are sent (the GPU)
+        self.normalize = DeviceNormalize.for_steps(self.steps) if device_finish else None
 
-    def batches(self, positions: np.ndarray, seeds: np.ndarray, batch_size: int) -> Iterator[Batch]:
+    def batches(
+        self, positions: np.ndarray, seeds: np.ndarray, batch_size: int, shard: Shard = ONE_PROCESS
+    ) -> Iterator[Batch]:
         _mark_used(self.cache)  # once an epoch: a cache a running job reads stays the newest, never evicted first
         keep = np.array([p not in self.skipped.reasons for p in positions.tolist()], dtype=bool)
         positions, seeds = positions[keep], seeds[keep]
         for part in _chunks(len(positions), batch_size):
-            pos = positions[part]
+            n = part.stop - part.start
+            mine = _local(n, shard)
+            pos, part_seeds = positions[part][mine], seeds[part][mine]
+            if not len(pos):
+                continue  # a last batch smaller than the process count (evaluation only: training batches are full)
+            nhwc = torch.from_numpy(np.ascontiguousarray(self.cache[pos]))
+            share = len(pos) * shard[1] / n
+            if self.normalize is not None and self.random_head is None:
+                # N x H x W x 3 memory is N x 3 x H x W in channels_last: no copy here; the device makes the
+                # layout the model wants, and the pinned copy and the transfer keep these strides.
+                yield Batch(nhwc.permute(0, 3, 1, 2), pos, share, finish=self.normalize)
+                continue
             # Made contiguous N x 3 x H x W (a cheap uint8 copy): elementwise transforms on the strided
             # NHWC view were measured 2-3x slower.
-            raw = torch.from_numpy(np.ascontiguousarray(self.cache[pos])).permute(0, 3, 1, 2).contiguous()
-            images = self.steps.finish(raw, seeds[part].tolist() if self.rest_random else None)
-            yield Batch(torch.as_tensor(images), pos)
+            raw = nhwc.permute(0, 3, 1, 2).contiguous()
+            if self.normalize is not None:
+                yield Batch(self._uint8_rest(raw, part_seeds), pos, share, finish=self.normalize)
+                continue
+            images = self.steps.finish(raw, part_seeds.tolist() if self.rest_random else None)
+            yield Batch(torch.as_tensor(images), pos, share)
+
+    def _uint8_rest(self, raw: torch.Tensor, seeds: np.ndarray) -> torch.Tensor:
+        """The remainder's per-sample uint8 steps (a flip...), leaving its Normalize to the device."""
+        if self.random_head is None:
+            return raw
+        head, _ = self.random_head
+        with one_thread():
+            return torch.stack([apply_seeded(head, img, s) for img, s in zip(raw, seeds.tolist(), strict=True)])
 
 
 # ---- the memmap cache ---------------------------------------------------------------------------------
@@ -252,7 +398,7 @@ def _keep_within_budget(folder: Path, data_path: Path, meta_path: Path) -> None:
 
     cachebudget.touch_used(data_path)
     budget = settings.load().decoded_cache_mb << 20
-    cachebudget.enforce_budget(folder, budget, protected=[data_path, meta_path], group=cachebudget.by_stem, min_age_s=600)
+    cachebudget.enforce_budget(folder, budget, protected=[data_path, meta_path], group=cachebudget.by_stem, min_age_s=600)  # fmt: skip
 
 
 def _mark_used(cache: np.ndarray) -> None:
@@ -282,17 +428,21 @@ def make_source(
     workers: int = 0,
     progress: ProgressFn | None = None,
     log: Callable[[str], None] = print,
+    device_finish: bool = False,
 ) -> CachedSource | DecodeSource:
-    """The fastest source ``spec`` allows: cached when asked and the prefix fixes one output size."""
+    """The fastest source ``spec`` allows: cached when asked and the prefix fixes one output size.
+
+    ``device_finish`` (the CUDA path): cached batches leave as uint8 and are normalised on the device;
+    decoded ones are collated into pinned memory."""
     steps = split_of(spec)
     if cache == "memmap":
         out_hw = steps.prefix_output_size(sizes_hw)
         if out_hw is not None:
             arr, skipped, built = open_or_build_cache(paths, steps.prefix_spec, out_hw, cache_dir, workers, progress)
             log(f"cache: {'built' if built else 'reusing'} {len(paths)} images at {out_hw[0]}x{out_hw[1]}")
-            return CachedSource(arr, steps, skipped)
+            return CachedSource(arr, steps, skipped, device_finish=device_finish)
         why = (
             "its deterministic steps keep the input size" if steps.prefix_spec else "the spec starts with a random step"
         )
         log(f"cache: not used ({why}); decoding every epoch")
-    return DecodeSource(paths, steps, workers)
+    return DecodeSource(paths, steps, workers, pin_memory=device_finish)

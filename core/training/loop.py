@@ -6,9 +6,14 @@
     checkpoint    checkpoints/last.pt when resuming, refused when the config, the class list or the
                   split changed since it was saved (core.training.state.check_resumable)
     prepare       the model, the decoded image sources, the TrainParts (core.training.parts)
-    restore       weights, optimizer, scheduler, scaler, TrainState (step, best F1, log window), RNG
-    each epoch    train_one_epoch, then end_epoch: evaluate, log, best.pt and predictions, last.pt
+    restore       weights, optimizer, scheduler, scaler, EMA, TrainState (step, best F1, log window), RNG
+    each epoch    head only or everything (core.training.finetune), train_one_epoch, then end_epoch:
+                  evaluate (the EMA weights when there are), log, best.pt and predictions, last.pt
     a cancel      last.pt where it stopped, then JobCancelled
+
+Several processes (torchrun, core.training.distributed): ``group`` says which rank this is. Every
+rank trains its slice of each global batch and evaluates its slice of the validation set; the slices'
+results are gathered; rank 0 alone writes the run folder; stops are agreed on at every step.
 
 Everything is written through core.runs.folder (see its docstring for the folder format). The data
 order of epoch e is a pure function of (seed, e), so a resumed run replays the exact batch offset
@@ -26,6 +31,7 @@ metrics.jsonl records (``epoch`` is the 1-based epoch the step belongs to):
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,10 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import runs
-from core.errors import DatasetError, JobCancelled
+from core.errors import ConfigError, DatasetError, JobCancelled
 from core.runs.folder import RunFolder
+from core.training import finetune
 from core.training.config import TrainConfig
-from core.training.loader import Batch, CachedSource, DecodeSource, make_source
+from core.training.distributed import SINGLE, Group
+from core.training.loader import Batch, CachedSource, DecodeSource, make_source, prefetched, resolve_workers
 from core.training.parts import (
     FocalLoss,
     TrainParts,
@@ -53,6 +61,7 @@ from core.training.parts import (
     resolve_device,
     to_device,
 )
+from core.training.parts import autocast as autocast_for
 from core.training.split import (
     RunData,
     StepPlan,
@@ -88,36 +97,51 @@ def _log(ctx: JobContextLike, message: str, **progress: Any) -> None:
 # ---- the run ------------------------------------------------------------------------------------------------
 
 
-def run_training(run: RunFolder, ctx: JobContextLike) -> None:
+def run_training(run: RunFolder, ctx: JobContextLike, group: Group = SINGLE) -> None:
     """Train the run folder's config (resuming from checkpoints/last.pt when present)."""
     cfg = TrainConfig.from_dict(runs.read_config(run))
-    device = resolve_device(cfg.device)
+    device = group.device or resolve_device(cfg.device)
     data = load_run_data(cfg)
     checkpoint = resumable_checkpoint(run, cfg, data)  # before any work: a changed run fails at once
-    record_classes(run, data.classes)
-    job = prepare(cfg, data, device, ctx)
+    if group.active and cfg.batch_size < group.world:
+        raise ConfigError(f"batch_size: {cfg.batch_size} images cannot be split over {group.world} processes")
+    if group.is_main:
+        record_classes(run, data.classes)
+    job = prepare(cfg, data, device, ctx, group)
     state = TrainState() if checkpoint is None else restore(run, job, checkpoint, ctx)
     plan = job.plan
-    _log(ctx, f"{cfg.model} on {device.type}: {len(data.train_pos)} train / {len(data.val_pos)} val images, "
-              f"{len(data.classes)} classes, {plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps")  # fmt: skip
+    _log(ctx, f"{cfg.model} on {device.type}{f' x {group.world} processes' if group.active else ''}: "
+              f"{len(data.train_pos)} train / {len(data.val_pos)} val images, {len(data.classes)} classes, "
+              f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps{_speed_note(job.parts)}")  # fmt: skip
     if state.step >= plan.total_steps:
         _log(ctx, f"already complete ({state.step}/{plan.total_steps} steps): nothing to do")
         return
 
-    from torch.utils.tensorboard import SummaryWriter
+    tb = None
+    if group.is_main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    tb = SummaryWriter(log_dir=str(run.tensorboard), purge_step=state.step + 1 if state.step else None)
+        tb = SummaryWriter(log_dir=str(run.tensorboard), purge_step=state.step + 1 if state.step else None)
     progress = Progress(run, ctx, tb, plan, cfg.log_every)
     try:
         for epoch in range(state.step // plan.steps_per_epoch, plan.epochs):
             progress.start_epoch(epoch)
-            stopped = train_one_epoch(job.parts, state, epoch_batches(job, state, epoch), job.labels, progress)
+            job.parts.set_head_only(finetune.head_only(cfg, epoch))
+            stopped = train_one_epoch(job.parts, state, epoch_batches(job, state, epoch), job.labels, progress, group)
             if stopped and state.step < plan.total_steps:  # stopped with steps left: a cancel
                 save_and_cancel(run, job, state, ctx)
             end_epoch(run, job, state, epoch, progress)
     finally:
-        tb.close()
+        if tb is not None:
+            tb.close()
         _report_skipped(ctx, job.train_src, job.val_src)
+
+
+def _speed_note(parts: TrainParts) -> str:
+    notes = [f"autocast {str(parts.amp_dtype).removeprefix('torch.')}" if parts.amp_dtype else "",
+             "channels_last" if parts.channels_last else "", f"EMA ({parts.ema.backend})" if parts.ema else ""]  # fmt: skip
+    shown = ", ".join(n for n in notes if n)
+    return f"; {shown}" if shown else ""
 
 
 def record_classes(run: RunFolder, classes: list[str]) -> None:
@@ -150,27 +174,47 @@ class TrainJob:
     val_src: CachedSource | DecodeSource
     meta: dict[str, Any]  # what every checkpoint carries for the modules that read it (plain data)
     split: dict[str, Any]  # RunData.fingerprint(), for the resume check
+    group: Group = SINGLE  # this process among the run's processes
+
+    def feed(self, batches: Iterable[Batch]) -> Iterable[Batch]:
+        """On CUDA the next batches are read and pinned in a thread while the GPU works."""
+        return prefetched(batches) if self.parts.device.type == "cuda" else batches
 
 
-def prepare(cfg: TrainConfig, data: RunData, device: torch.device, ctx: JobContextLike) -> TrainJob:
+def prepare(
+    cfg: TrainConfig, data: RunData, device: torch.device, ctx: JobContextLike, group: Group = SINGLE
+) -> TrainJob:
     """The model first (missing pretrained weights fail before any caching), then the decoded image
-    sources (the cache may be built here; a cancel stops it), then the training parts."""
+    sources (the cache may be built here, by one process per machine; a cancel stops it), then the
+    training parts."""
     from core import settings
     from core.training import models
 
-    torch.manual_seed(cfg.seed)  # initial weights
-    model = models.build_model(cfg.model, len(data.classes), cfg.pretrained)
-    train_src, val_src = make_sources(cfg, data, ctx)
+    def build() -> nn.Module:
+        torch.manual_seed(cfg.seed)  # initial weights (the same on every rank)
+        return models.build_model(cfg.model, len(data.classes), cfg.pretrained)
+
+    model = group.machine_first("model", build)  # pretrained weights: downloaded once per machine
+    train_src, val_src = group.machine_first("sources", lambda: make_sources(cfg, data, ctx, device, group))
     plan = StepPlan.for_run(cfg, len(data.train_pos))
+    threads = settings.load().train_threads
+    if group.active and device.type == "cpu":  # processes sharing the cores: no thread measuring, a fixed share
+        threads = threads or max(1, (os.cpu_count() or 1) // group.local_world)
     parts = build_parts(cfg, model, device, data.labels[data.train_pos], len(data.classes), plan.steps_per_epoch,
-                        plan.total_steps, fixed_threads=settings.load().train_threads)  # fmt: skip
+                        plan.total_steps, fixed_threads=threads, wrap=group.wrap if group.active else None,
+                        log=lambda msg: _log(ctx, msg))  # fmt: skip
     return TrainJob(cfg, data, plan, parts, torch.tensor(data.labels), train_src, val_src,
-                    meta=checkpoint_meta(cfg, data.classes), split=data.fingerprint())  # fmt: skip
+                    meta=checkpoint_meta(cfg, data.classes), split=data.fingerprint(), group=group)  # fmt: skip
 
 
-def make_sources(cfg: TrainConfig, data: RunData, ctx: JobContextLike) -> tuple[Any, Any]:
+def make_sources(
+    cfg: TrainConfig, data: RunData, ctx: JobContextLike, device: torch.device | None = None, group: Group = SINGLE
+) -> tuple[Any, Any]:
     """Training and validation image sources (one shared source when both specs are the same)."""
     from core import settings
+
+    device_type = device.type if device is not None else "cpu"
+    workers = resolve_workers(cfg.workers, device_type, group.local_world)
 
     def caching(done: int, total: int) -> None:
         ctx.heartbeat(message=f"caching decoded images {done}/{total}")
@@ -182,7 +226,8 @@ def make_sources(cfg: TrainConfig, data: RunData, ctx: JobContextLike) -> tuple[
     cache_dir = settings.load().cache_dir
 
     def source(spec):
-        return make_source(paths, sizes, spec, cfg.cache, cache_dir, cfg.workers, caching, lambda msg: _log(ctx, msg))
+        return make_source(paths, sizes, spec, cfg.cache, cache_dir, workers, caching, lambda msg: _log(ctx, msg),
+                           device_finish=device_type == "cuda")  # fmt: skip
 
     train_src = source(cfg.train_spec)
     return train_src, train_src if cfg.eval_spec == cfg.train_spec else source(cfg.eval_spec)
@@ -199,19 +244,23 @@ def restore(run: RunFolder, job: TrainJob, ckpt: dict[str, Any], ctx: JobContext
     job.parts.load_checkpoint(ckpt, job.cfg.model, len(job.data.classes))
     state = TrainState.from_checkpoint(ckpt)
     set_rng_state(ckpt["rng"])
-    runs.truncate_metrics(run, after_step=state.step)  # lines a crash wrote after this checkpoint
+    if job.group.is_main:
+        runs.truncate_metrics(run, after_step=state.step)  # lines a crash wrote after this checkpoint
     _log(ctx, f"resuming from step {state.step}/{job.plan.total_steps}")
     return state
 
 
 def epoch_batches(job: TrainJob, state: TrainState, epoch: int) -> Iterable[Batch]:
+    """This rank's slice of each global batch of epoch ``epoch``, from ``state.step`` on."""
     positions, seeds = epoch_positions(job.data, job.cfg, job.plan, epoch, state.step)
-    return job.train_src.batches(positions, seeds, job.cfg.batch_size)
+    shard = (job.group.rank, job.group.world)
+    return job.feed(job.train_src.batches(positions, seeds, job.cfg.batch_size, shard))
 
 
 def save_last(run: RunFolder, job: TrainJob, state: TrainState) -> None:
-    runs.save_checkpoint(run.last_checkpoint,
-                         {**job.meta, **job.parts.to_checkpoint(), **state.to_checkpoint(), "split": job.split})  # fmt: skip
+    if job.group.is_main:
+        runs.save_checkpoint(run.last_checkpoint,
+                             {**job.meta, **job.parts.to_checkpoint(), **state.to_checkpoint(), "split": job.split})  # fmt: skip
 
 
 def save_and_cancel(run: RunFolder, job: TrainJob, state: TrainState, ctx: JobContextLike) -> None:
@@ -229,6 +278,7 @@ class Progress:
     """Where a run reports: metrics.jsonl, TensorBoard scalars, status.json heartbeats and job.log."""
 
     def __init__(self, run: RunFolder, ctx: JobContextLike, tb: Any, plan: StepPlan, log_every: int):
+        """``tb`` None: a rank other than 0 of several processes, which writes nothing."""
         self.run, self.ctx, self.tb, self.plan, self.log_every = run, ctx, tb, plan, log_every
         self.epoch = 1  # the 1-based epoch being trained
 
@@ -242,6 +292,10 @@ class Progress:
     def train_step(self, state: TrainState, lr: float) -> None:
         """Log the window every log_every steps and at the last step; beat the heartbeat (throttled)."""
         step, total = state.step, self.plan.total_steps
+        if self.tb is None:
+            if step % self.log_every == 0 or step == total:
+                state.window = LogWindow()
+            return
         if step % self.log_every == 0 or step == total:
             loss, acc, images_per_s = state.window.means()
             record = {"step": step, "epoch": self.epoch, "train_loss": loss, "train_acc": acc, "lr": lr,
@@ -255,6 +309,8 @@ class Progress:
                            message=f"epoch {self.epoch}/{self.plan.epochs} step {step}/{total}")  # fmt: skip
 
     def epoch_end(self, state: TrainState, result: EvalResult) -> None:
+        if self.tb is None:
+            return
         runs.append_metrics(self.run, {"step": state.step, "epoch": self.epoch, "val_loss": result.loss, "val_acc": result.acc,
                                        "val_f1": result.f1, "val_f1_per_class": result.f1_per_class})  # fmt: skip
         self.tb.add_scalar("Val/loss", result.loss, state.step)
@@ -271,35 +327,63 @@ class Progress:
 
 
 def train_one_epoch(
-    parts: TrainParts, state: TrainState, batches: Iterable[Batch], labels: torch.Tensor, progress: Progress
-) -> bool:
+    parts: TrainParts, state: TrainState, batches: Iterable[Batch], labels: torch.Tensor, progress: Progress,
+    group: Group = SINGLE,
+) -> bool:  # fmt: skip
     """Train over ``batches``; ``labels[batch.positions]`` are the targets. True when stopped early.
 
     ``progress.stop_before_step`` is asked before each step (step budget, cancel), so a stop always
-    lands between two steps."""
-    parts.model.train()
-    amp = parts.device.type == "cuda"
+    lands between two steps; with several processes the ranks agree on it (rank 0's cancel counts),
+    and an epoch ends for all when one rank's batches end."""
+    finetune.train_mode(parts.model)
     state.window.started = time.perf_counter()  # images_per_s counts training only, not evaluation
     if parts.governor is not None:
         parts.governor.restart()
-    for batch in batches:
-        if progress.stop_before_step(state):
-            return True
-        x = to_device(batch.images, parts.device, parts.channels_last)
-        y = labels[batch.positions].to(parts.device, non_blocking=True)
-        with torch.autocast(device_type=parts.device.type, dtype=torch.float16, enabled=amp):
-            logits = parts.model(x)
-            loss = parts.loss_fn(logits.float(), y)
-        parts.optimizer.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss).backward()
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-        parts.scheduler.step()
-        state.record_step(float(loss.detach()), int((logits.argmax(1) == y).sum()), len(y))
-        if parts.governor is not None:
-            parts.governor.step(len(y))
-        progress.train_step(state, parts.scheduler.get_last_lr()[0])
-    return False
+    steps = iter(batches)
+    try:
+        while True:
+            batch = next(steps, None)
+            if not group.active:
+                if batch is None:
+                    return False
+                if progress.stop_before_step(state):
+                    return True
+            else:
+                stop, ended = group.any(progress.stop_before_step(state), batch is None)
+                if ended:
+                    return False
+                if stop:
+                    return True
+            train_step(parts, state, batch, labels, group)
+            progress.train_step(state, parts.scheduler.get_last_lr()[0])
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()  # stops a prefetching thread before anything reads the RNG state (a cancel's checkpoint)
+
+
+def train_step(parts: TrainParts, state: TrainState, batch: Batch, labels: torch.Tensor, group: Group = SINGLE) -> None:
+    """One optimizer step on ``batch`` (this rank's slice of the global batch)."""
+    x = batch.to(parts.device, parts.channels_last)
+    y = labels[batch.positions].to(parts.device, non_blocking=True)
+    with parts.autocast():
+        logits = parts.net(x)
+        loss = parts.loss_fn(logits.float(), y)
+    parts.optimizer.zero_grad(set_to_none=True)
+    # Weighted by this rank's share of the global batch: DDP's mean over ranks is then the whole batch's mean.
+    parts.scaler.scale(loss * batch.share if group.active else loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    correct = (logits.argmax(1) == y).sum()
+    if group.active:
+        loss_sum, right, seen = group.sums([loss.detach() * len(y), correct, len(y)])
+        state.record_step(loss_sum / seen, int(right), int(seen))
+    else:
+        state.record_step(float(loss.detach()), int(correct), len(y))
+    parts.after_step(state.step)
+    if parts.governor is not None:
+        parts.governor.step(len(y))
 
 
 @dataclass
@@ -320,29 +404,35 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, batches: Iterable[Batch], labels: torch.Tensor, num_classes: int, device: torch.device,
-    channels_last: bool = False,
+    channels_last: bool = False, amp_dtype: torch.dtype | None = None, group: Group = SINGLE,
 ) -> EvalResult:  # fmt: skip
-    """Loss (plain cross-entropy), accuracy, macro F1 with per-class F1, and per-image probabilities."""
+    """Loss (plain cross-entropy), accuracy, macro F1 with per-class F1, and per-image probabilities.
+
+    With several processes each evaluates its ``batches`` and the results are gathered: every rank gets
+    the metrics of all validation images, in the one-process order (by position)."""
     from core.evaluation import metrics
 
     model.eval()
-    amp = device.type == "cuda"
     probs, losses, positions = [], [], []
     for batch in batches:
-        x = to_device(batch.images, device, channels_last)
+        x = batch.to(device, channels_last)
         y = labels[batch.positions].to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+        with autocast_for(device, amp_dtype):
             logits = model(x).float()
         losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
         probs.append(logits.softmax(1).cpu())
         positions.append(batch.positions)
-    if not positions:
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, num_classes), np.float32)
+    loss = torch.cat(losses).numpy() if losses else np.zeros(0, np.float32)
+    pos = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    if group.active:
+        pos, p, loss = (np.concatenate(part) for part in zip(*group.gather((pos, p, loss)), strict=True))
+        order = np.argsort(pos, kind="stable")
+        pos, p, loss = pos[order], p[order], loss[order]
+    if not len(pos):
         raise DatasetError("no validation image could be read")
-    p = torch.cat(probs).numpy()
-    pos = np.concatenate(positions)
     true, pred = labels[pos].numpy(), p.argmax(1)
     per_class = metrics.per_class_f1(true, pred, num_classes)
-    loss = torch.cat(losses).numpy()
     return EvalResult(
         loss=float(loss.mean()), acc=metrics.accuracy(true, pred), f1=metrics.macro_f1(true, pred),
         f1_per_class=[None if math.isnan(v) else float(v) for v in per_class], positions=pos, probs=p, losses=loss,
@@ -350,19 +440,26 @@ def evaluate(
 
 
 def end_epoch(run: RunFolder, job: TrainJob, state: TrainState, epoch: int, progress: Progress) -> None:
-    """After epoch ``epoch`` (0-based): evaluate, log, keep the best model and its predictions, save last.pt."""
+    """After epoch ``epoch`` (0-based): evaluate, log, keep the best model and its predictions, save last.pt.
+
+    The evaluated model is the EMA when there is one; best.pt holds the weights that were evaluated."""
+    group, parts = job.group, job.parts
     val_pos = job.data.val_pos
-    batches = job.val_src.batches(val_pos, np.zeros(len(val_pos), np.int64), job.cfg.batch_size)
-    result = evaluate(
-        job.parts.model, batches, job.labels, len(job.data.classes), job.parts.device, job.parts.channels_last
+    model = parts.eval_model
+    group.broadcast_buffers(model)  # rank 0's BatchNorm statistics: the ones its checkpoint holds
+    batches = job.val_src.batches(
+        val_pos, np.zeros(len(val_pos), np.int64), job.cfg.batch_size, (group.rank, group.world)
     )
+    result = evaluate(model, job.feed(batches), job.labels, len(job.data.classes), parts.device, parts.channels_last,
+                      parts.amp_dtype, group)  # fmt: skip
     state.epoch = epoch + 1
     progress.epoch_end(state, result)
     if result.f1 > state.best_val_f1:
         state.best_val_f1 = result.f1
-        write_val_predictions(run, job.data, result)
-        runs.save_checkpoint(run.best_checkpoint, {**job.meta, "model": job.parts.model.state_dict(), "epoch": state.epoch,
-                                                   "step": state.step, "val_f1": result.f1})  # fmt: skip
+        if group.is_main:
+            write_val_predictions(run, job.data, result)
+            runs.save_checkpoint(run.best_checkpoint, {**job.meta, "model": model.state_dict(), "epoch": state.epoch,
+                                                       "step": state.step, "val_f1": result.f1})  # fmt: skip
     save_last(run, job, state)
 
 

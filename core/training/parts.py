@@ -1,8 +1,14 @@
 """What one optimizer step needs, built from a TrainConfig: device, model placement, loss, optimizer,
-learning-rate schedule, gradient scaler and, on a CPU, the thread governor.
+learning-rate schedule, mixed precision and its gradient scaler, the weight EMA, the wrapped network
+the forward runs through (DistributedDataParallel, torch.compile) and, on a CPU, the thread governor.
 
 ``TrainParts`` bundles them so ``train_one_epoch`` takes one argument instead of eight, and knows
-how its pieces go into and come out of a checkpoint (``model``, ``optimizer``, ``scheduler``, ``scaler``).
+how its pieces go into and come out of a checkpoint (``model``, ``optimizer``, ``scheduler``,
+``scaler``, ``ema``): always the unwrapped model, so a checkpoint trained on N processes, compiled
+or not, loads in one process and vice versa.
+
+On CUDA: mixed precision (``amp``: bfloat16 where the GPU has it, else float16 with a GradScaler),
+channels_last for every backbone (tensor cores want it), cuDNN's autotuner and TF32 matmuls.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.errors import ConfigError
+from core.training import finetune
 from core.training.config import TrainConfig
 from core.training.cputhreads import ThreadGovernor
 
@@ -48,7 +55,8 @@ def make_loss(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int) -> n
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    """One parameter group, or the head at lr and the backbone at lr x backbone_lr_mult (core.training.finetune)."""
+    params = finetune.param_groups(model, cfg.lr, finetune.backbone_lr_mult(cfg))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -93,6 +101,63 @@ def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -
     return images.to(device, non_blocking=True).contiguous(memory_format=fmt)
 
 
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None: full precision).
+
+    auto: bfloat16 on a GPU that has it (no loss scaling needed), else float16; off on a CPU, where
+    autocast is slower than float32 for these models. bf16/fp16 are honoured on a CPU too."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16":
+        return torch.float16
+    bf16_ok = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if amp == "bf16" and not bf16_ok:
+        raise ConfigError("amp: this GPU has no bfloat16; use fp16 or auto")
+    return torch.bfloat16 if bf16_ok else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def speed_up_cuda() -> None:
+    """cuDNN picks the fastest convolution per input shape (shapes repeat every step); float32 matmuls
+    may use TF32 (what AMP off still gains on Ampere and later)."""
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+
+
+class CompiledOrEager:
+    """Calls ``torch.compile(net)``; the first time a compiled call fails (no compiler, an unsupported op
+    ...), logs why and runs ``net`` itself from then on. Compilation happens at the first call, so this
+    is where it fails; a genuine error in the model fails again, eagerly, with its own message."""
+
+    def __init__(self, net: nn.Module, compiled: Any, log: Any):
+        self.net, self.compiled, self.log = net, compiled, log
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any compiler failure: the eager model still trains
+                self.compiled = None
+                self.log(
+                    f"torch.compile failed, training uncompiled: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+                )
+        return self.net(*args, **kwargs)
+
+
+def maybe_compile(net: nn.Module, enabled: bool, log: Any = print) -> Any:
+    if not enabled:
+        return net
+    try:
+        compiled = torch.compile(net)
+    except Exception as err:  # noqa: BLE001 - e.g. no compiler backend for this platform
+        log(f"torch.compile unavailable, training uncompiled: {type(err).__name__}: {err}")
+        return net
+    return CompiledOrEager(net, compiled, log)
+
+
 def cpu_thread_governor(device: torch.device, fixed_threads: int) -> ThreadGovernor | None:
     """On a CPU the thread count is measured as the job runs: two threads are faster on an idle
     machine and much slower than one beside a busy app (see core.training.cputhreads). A fixed count
@@ -108,22 +173,56 @@ def cpu_thread_governor(device: torch.device, fixed_threads: int) -> ThreadGover
 # ---- the bundle ------------------------------------------------------------------------------------------
 
 
+def _identity(model: nn.Module) -> nn.Module:
+    return model
+
+
 @dataclass
 class TrainParts:
-    model: nn.Module  # on ``device``, in channels_last when the backbone prefers it
+    model: nn.Module  # the unwrapped model on ``device`` (what checkpoints hold), in the chosen memory format
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped once per optimizer step
-    scaler: torch.amp.GradScaler  # enabled on CUDA (float16 autocast), a no-op on CPU
+    scaler: torch.amp.GradScaler  # enabled with float16 autocast only, a no-op otherwise
     device: torch.device
     channels_last: bool  # inputs are converted to the model's memory format
     governor: ThreadGovernor | None = None  # CPU only, unless the thread count is fixed
+    amp_dtype: torch.dtype | None = None  # autocast dtype (None: full precision)
+    ema: finetune.WeightEma | None = None  # the weight average evaluation uses (ema_decay > 0)
+    wrap: Any = _identity  # model -> what the forward runs through (DDP, torch.compile)
+    net: Any = None  # wrap(model), rebuilt when the trainable parameters change
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.wrap(self.model)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What evaluation, best.pt and the validation predictions use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def autocast(self) -> torch.autocast:
+        return autocast(self.device, self.amp_dtype)
+
+    def set_head_only(self, head_only: bool) -> None:
+        """Freeze or unfreeze the backbone; DistributedDataParallel only syncs the parameters that were
+        trainable when it was made, so the network is wrapped again when that changes."""
+        if finetune.set_head_only(self.model, head_only) and self.wrap is not _identity:
+            self.net = None  # the old wrapper (and its gradient hooks) goes before the new one is made
+            self.net = self.wrap(self.model)
+
+    def after_step(self, step: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step)
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {
+        ckpt = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
         }  # fmt: skip
+        if self.ema is not None:
+            ckpt["ema"] = self.ema.state()
+        return ckpt
 
     def load_checkpoint(self, ckpt: dict[str, Any], model_name: str, num_classes: int) -> None:
         from core.training import models
@@ -131,28 +230,43 @@ class TrainParts:
         models.load_state_dict_checked(self.model, ckpt["model"], model_name, num_classes)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        # A run saved on a CPU has an empty (disabled) scaler state; resumed on CUDA it starts a fresh scale.
+        # A run saved without float16 has an empty (disabled) scaler state; resumed with it, a fresh scale.
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and isinstance(ckpt.get("ema"), dict):
+            self.ema.load_state(ckpt["ema"])
 
 
 def build_parts(
     cfg: TrainConfig, model: nn.Module, device: torch.device, train_labels: np.ndarray, num_classes: int,
-    spe: int, total_steps: int, fixed_threads: int = 0,
+    spe: int, total_steps: int, fixed_threads: int = 0, wrap: Any = None, log: Any = print,
 ) -> TrainParts:  # fmt: skip
-    """Place ``model`` on ``device`` and build its loss, optimizer, schedule and scaler from ``cfg``."""
+    """Place ``model`` on ``device`` and build its loss, optimizer, schedule, scaler and EMA from ``cfg``.
+
+    ``wrap`` (e.g. DistributedDataParallel) goes around the model, torch.compile (``cfg.compile``) around that."""
     from core.training import models
 
-    channels_last = cfg.channels_last and models.prefers_channels_last(cfg.model)
+    dtype = amp_dtype(cfg.amp, device)
+    if device.type == "cuda":
+        speed_up_cuda()
+    channels_last = cfg.channels_last and (device.type == "cuda" or models.prefers_channels_last(cfg.model))
     model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = make_optimizer(cfg, model)
+    outer = wrap or _identity
+
+    def wrapped(m: nn.Module) -> Any:
+        return maybe_compile(outer(m), cfg.compile, log)
+
     return TrainParts(
         model=model,
         loss_fn=make_loss(cfg, train_labels, num_classes).to(device),
         optimizer=optimizer,
         scheduler=make_scheduler(cfg, optimizer, spe, total_steps),
-        scaler=torch.amp.GradScaler(device.type, enabled=device.type == "cuda"),
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         device=device,
         channels_last=channels_last,
         governor=cpu_thread_governor(device, fixed_threads),
+        amp_dtype=dtype,
+        ema=finetune.WeightEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None,
+        wrap=wrapped if (wrap is not None or cfg.compile) else _identity,
     )

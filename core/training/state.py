@@ -6,11 +6,12 @@ numbers, strings, lists, dicts and tensors (the RNG states included).
 
 What may change between a cancel and its resume (``RESUMABLE_CHANGES``): only the fields that
 change where or how fast the run computes, or how often it logs - ``workers``, ``device``, ``cache``,
-``channels_last``, ``log_every``. Every other config field changes what the run learns from or how
-(learning rate, schedule length, split, specs, model...), and a checkpoint continued under it would
-silently be a different run: resume refuses it, as it refuses a dataset whose class list or
-training/validation split changed (a renamed class folder remaps labels; added images shift the
-replayed batch offset).
+``channels_last``, ``log_every``, ``amp``, ``compile``, ``nproc`` (a run trained on N processes
+resumes on one and vice versa: the checkpoint holds the unwrapped model and rank 0's RNG state).
+Every other config field changes what the run learns from or how (learning rate, schedule length,
+split, specs, model...), and a checkpoint continued under it would silently be a different run:
+resume refuses it, as it refuses a dataset whose class list or training/validation split changed (a
+renamed class folder remaps labels; added images shift the replayed batch offset).
 """
 
 from __future__ import annotations
@@ -111,13 +112,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss_py = state["python"]
     random.setstate((version, tuple(internal), gauss_py))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # Saved on a machine with another GPU count (N processes, one GPU each): the GPUs both have.
+        for index, gpu_state in enumerate(list(state["cuda"])[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)
 
 
 # ---- does the checkpoint still belong to this run? --------------------------------------------------------------
 
 # Where and how fast the run computes, and how often it logs: nothing the model learns depends on these.
-RESUMABLE_CHANGES = frozenset({"workers", "device", "cache", "channels_last", "log_every"})
+RESUMABLE_CHANGES = frozenset({"workers", "device", "cache", "channels_last", "log_every", "amp", "compile", "nproc"})
 
 
 def check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, classes: list[str], split: dict[str, Any]) -> None:
