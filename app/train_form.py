@@ -22,7 +22,7 @@ from core.runs import jobs
 from core.specs import transforms
 from core.specs.presets import BACKBONE_DEFAULT
 from core.training import models
-from core.training.config import CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TrainConfig
+from core.training.config import AMP_MODES, CACHES, DEVICES, LOSSES, OPTIMIZERS, SCHEDULERS, TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,15 @@ FIELD_UI: dict[str, FieldUI] = {
     "val_fraction": FieldUI("Validation fraction"),
     "n_folds": FieldUI("Folds (0 = use the validation fraction)"),
     "fold": FieldUI("Validation fold"),
-    "workers": FieldUI("Loader workers"),
+    "workers": FieldUI("Loader workers (-1 = auto)"),
+    "freeze_epochs": FieldUI("Head-only epochs (-1 = auto)", help="Train only the classifier head first (auto: 1 for a pretrained backbone, else 0)."),
+    "backbone_lr_mult": FieldUI("Backbone lr multiplier (-1 = auto)", step=0.05, format="%.3f",
+                                help="The backbone learns at lr × this (auto: 0.1 for a pretrained backbone, else 1)."),
+    "ema_decay": FieldUI("Weight EMA decay (0 = off)", step=1e-3, format="%.4f",
+                         help="Evaluate and keep an exponential moving average of the weights, e.g. 0.999."),
+    "amp": FieldUI("Mixed precision", help="auto: bfloat16 on a GPU that has it, else float16 with loss scaling; off on a CPU."),
+    "compile": FieldUI("torch.compile", help="Compile the model (slow start, faster steps on a GPU); falls back with the reason in the log."),
+    "nproc": FieldUI("Processes (0 = one per GPU)", help="Several processes train through torchrun and DistributedDataParallel."),
     "log_every": FieldUI("Log every N steps"),
     "cache": FieldUI(
         "Decoded-image cache",
@@ -66,7 +74,7 @@ FIELD_UI: dict[str, FieldUI] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS, "loss": LOSSES,
-    "device": DEVICES, "cache": CACHES,
+    "device": DEVICES, "cache": CACHES, "amp": AMP_MODES,
 }  # fmt: skip
 FORM_ROWS = (("task", "model", "pretrained"), ("epochs", "max_steps", "batch_size", "device"))
 SET_ELSEWHERE = ("data", "train_spec", "eval_spec", "img_size")  # the sidebar's dataset and the transform pair

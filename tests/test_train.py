@@ -367,3 +367,17 @@ def test_a_class_folder_run_records_and_reviews_its_class_names(tmp_path):
     _, classes, task = review.run_predictions(run)
     assert classes == ["cats", "dogs", "owls"] and task == "class"
     TrainConfig.from_dict(runs.read_config(run))  # the recorded list is not a setting: still a valid config
+
+
+def test_the_best_epoch_saves_the_validation_embeddings(tmp_path):
+    from core.evaluation import embeddings
+
+    for name in ("cats", "dogs"):
+        write_images(tmp_path / "pets" / name, n=10)
+    run = make_run(tmp_path / "models", "emb", data=str(tmp_path / "pets"), epochs=2, batch_size=8,
+                   **small_specs(32, 24))  # fmt: skip
+    run_training(run, Ctx())
+    features, frame = embeddings.load_embeddings(run.root)
+    predictions = runs.read_predictions(run.val_predictions)
+    assert features.dtype == np.float16 and len(features) == len(predictions) > 0
+    assert frame["path"].tolist() == predictions["path"].tolist()  # row i is validation image i

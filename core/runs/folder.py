@@ -23,7 +23,7 @@ A run (a training job, an imported checkpoint) or a prediction job is a folder::
       checkpoints/best.pt       model_name, task, classes, img_size, eval_spec, config; a training
                                 checkpoint adds optimizer, scheduler, scaler, epoch, step, rng,
                                 best_val_f1, log_window, split (train/val counts and a digest of the
-                                split, checked on resume)
+                                split, checked on resume), ema (the averaged weights, when ema_decay > 0)
       val_predictions.parquet   best epoch's validation predictions: path, group, label, pred, loss,
                                 p0..p{K-1}
       embeddings.npy, .parquet  penultimate-layer features (float16) of the validation images at the best

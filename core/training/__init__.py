@@ -3,8 +3,9 @@
 Modules: ``config`` (TrainConfig), ``loop`` (run_training: prepare → epoch → end of epoch; train_one_epoch,
 evaluate), ``state`` (TrainState: step, best score, log window, RNG — into and out of a checkpoint),
 ``parts`` (model, loss, optimizer, scheduler, scaler, device), ``split`` (train/validation split by
-person, epoch order, the batch offset a resume replays), ``loader`` (decoded sources and the uint8
-cache), ``models`` (backbones), ``cputhreads`` (ThreadGovernor), ``kfold`` (out-of-fold predictions).
+person, epoch order, the batch offset a resume replays), ``finetune`` (head-only epochs, backbone lr
+multiplier, weight EMA), ``distributed`` (torchrun / DistributedDataParallel process groups), ``loader`` (decoded sources and the uint8
+cache), ``models`` (backbones), ``zoo`` (backbone facts, preprocessing), ``weights`` (downloads), ``cputhreads`` (ThreadGovernor), ``kfold`` (out-of-fold predictions).
 """
 
 from core._exports import lazy_exports
@@ -19,6 +20,11 @@ __getattr__, __dir__ = lazy_exports(
         "TrainState": "state",
         "TrainParts": "parts",
         "split_indices": "split",
+        "WeightEma": "finetune",
+        "list_backbones": "zoo",
+        "model_facts": "zoo",
+        "preprocessing": "zoo",
+        "check_model_name": "models",
         "make_source": "loader",
         "build_model": "models",
         "MODEL_NAMES": "models",

@@ -30,6 +30,7 @@ metrics.jsonl records (``epoch`` is the 1-based epoch the step belongs to):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -192,7 +193,7 @@ def prepare(
 
     def build() -> nn.Module:
         torch.manual_seed(cfg.seed)  # initial weights (the same on every rank)
-        return models.build_model(cfg.model, len(data.classes), cfg.pretrained)
+        return models.build_model(cfg.model, len(data.classes), cfg.pretrained, progress=lambda line: _log(ctx, line))
 
     model = group.machine_first("model", build)  # pretrained weights: downloaded once per machine
     train_src, val_src = group.machine_first("sources", lambda: make_sources(cfg, data, ctx, device, group))
@@ -450,27 +451,37 @@ def end_epoch(run: RunFolder, job: TrainJob, state: TrainState, epoch: int, prog
     batches = job.val_src.batches(
         val_pos, np.zeros(len(val_pos), np.int64), job.cfg.batch_size, (group.rank, group.world)
     )
-    result = evaluate(model, job.feed(batches), job.labels, len(job.data.classes), parts.device, parts.channels_last,
-                      parts.amp_dtype, group)  # fmt: skip
+    from core.evaluation import embeddings
+
+    # The head's inputs, recorded during the same forward passes (no second pass): the Review page's
+    # embedding map. One process sees every validation image in order; several see shards, and
+    # `python -m core embed` computes the map afterwards instead.
+    with embeddings.capture_head_inputs(model) if group.world == 1 else contextlib.nullcontext() as captured:
+        result = evaluate(model, job.feed(batches), job.labels, len(job.data.classes), parts.device,
+                          parts.channels_last, parts.amp_dtype, group)  # fmt: skip
     state.epoch = epoch + 1
     progress.epoch_end(state, result)
     if result.f1 > state.best_val_f1:
         state.best_val_f1 = result.f1
         if group.is_main:
-            write_val_predictions(run, job.data, result)
+            frame = write_val_predictions(run, job.data, result)
+            if captured is not None:
+                embeddings.save_run_embeddings(run, captured.array(), frame)
             runs.save_checkpoint(run.best_checkpoint, {**job.meta, "model": model.state_dict(), "epoch": state.epoch,
                                                        "step": state.step, "val_f1": result.f1})  # fmt: skip
     save_last(run, job, state)
 
 
-def write_val_predictions(run: RunFolder, data: RunData, result: EvalResult) -> None:
+def write_val_predictions(run: RunFolder, data: RunData, result: EvalResult) -> pd.DataFrame:
     rows = data.frame.iloc[result.positions]
     frame = pd.DataFrame({
         "path": rows["path"].astype(str).to_numpy(), "group": rows["group"].astype(str).to_numpy(),
         "label": data.labels[result.positions], "pred": result.preds, "loss": result.losses,
     })  # fmt: skip
     probs = pd.DataFrame(result.probs, columns=[f"p{i}" for i in range(result.probs.shape[1])])
-    runs.write_predictions(run.val_predictions, pd.concat([frame, probs], axis=1))
+    predictions = pd.concat([frame, probs], axis=1)
+    runs.write_predictions(run.val_predictions, predictions)
+    return predictions
 
 
 def _report_skipped(ctx: JobContextLike, *sources) -> None:
