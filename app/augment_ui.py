@@ -233,10 +233,16 @@ def _float_input(label: str, info: transforms.ParamInfo, value: float, key: str)
     step = 0.01 if span <= 2 else 0.1 if span <= 50 else 1.0
     return float(
         st.number_input(
-            label, float(info.low), float(info.high), float(value), step=step, format="%.4g", key=key,
+            label,
+            float(info.low),
+            float(info.high),
+            float(value),
+            step=step,
+            format="%.4g",
+            key=key,
             help=info.help or None,
         )
-    )  # fmt: skip
+    )
 
 
 def _move(pipe: str, which: str, position: int, delta: int) -> None:
@@ -270,10 +276,22 @@ def step_editor(pipe: str, which: str) -> None:
             head = st.columns([6, 1, 1, 1], vertical_alignment="center")
             head[0].markdown(f"**{position + 1}. {op.name}**")
             head[0].caption(f"{op.help} · {op.stage}{' · random' if op.random else ''}")
-            head[1].button("↑", key=f"{base}_up", on_click=_move, args=(pipe, which, position, -1),
-                           disabled=position == 0, help="move up")  # fmt: skip
-            head[2].button("↓", key=f"{base}_down", on_click=_move, args=(pipe, which, position, 1),
-                           disabled=position == len(items) - 1, help="move down")  # fmt: skip
+            head[1].button(
+                "↑",
+                key=f"{base}_up",
+                on_click=_move,
+                args=(pipe, which, position, -1),
+                disabled=position == 0,
+                help="move up",
+            )
+            head[2].button(
+                "↓",
+                key=f"{base}_down",
+                on_click=_move,
+                args=(pipe, which, position, 1),
+                disabled=position == len(items) - 1,
+                help="move down",
+            )
             head[3].button("✕", key=f"{base}_remove", on_click=_remove, args=(pipe, which, position), help="remove")
             for info in op.params:
                 if info.kind == "choice" and len(info.choices) == 1:
@@ -324,9 +342,11 @@ def _load_choice(pipe: str) -> None:
 
 def _import_upload(pipe: str, which: str) -> None:
     upload = st.file_uploader(
-        "Import a JSON spec (a list of steps, or a saved pair)", type=["json"], key=f"augment_import_{pipe}",
+        "Import a JSON spec (a list of steps, or a saved pair)",
+        type=["json"],
+        key=f"augment_import_{pipe}",
         max_upload_size=1,
-    )  # fmt: skip
+    )
     if upload is None or st.session_state.get(f"augment_{pipe}_imported") == upload.file_id:
         return
     st.session_state[f"augment_{pipe}_imported"] = upload.file_id
@@ -403,12 +423,27 @@ def pipeline_panel(pipe: str) -> tuple[list[dict], list[dict]] | None:
             st.caption(f"{WHICH_LABEL[w]} spec")
             st.code(transforms.spec_to_json(spec), language="json")
         dl = st.columns(3)
-        dl[0].download_button("Training spec", transforms.spec_to_json(train), f"{pipe}-train.json",
-                              "application/json", key=f"augment_{pipe}_dl_train")  # fmt: skip
-        dl[1].download_button("Evaluation spec", transforms.spec_to_json(eval_), f"{pipe}-eval.json",
-                              "application/json", key=f"augment_{pipe}_dl_eval")  # fmt: skip
-        dl[2].download_button("Pair", transforms.pair_to_json(train, eval_), f"{pipe}-pair.json",
-                              "application/json", key=f"augment_{pipe}_dl_pair")  # fmt: skip
+        dl[0].download_button(
+            "Training spec",
+            transforms.spec_to_json(train),
+            f"{pipe}-train.json",
+            "application/json",
+            key=f"augment_{pipe}_dl_train",
+        )
+        dl[1].download_button(
+            "Evaluation spec",
+            transforms.spec_to_json(eval_),
+            f"{pipe}-eval.json",
+            "application/json",
+            key=f"augment_{pipe}_dl_eval",
+        )
+        dl[2].download_button(
+            "Pair",
+            transforms.pair_to_json(train, eval_),
+            f"{pipe}-pair.json",
+            "application/json",
+            key=f"augment_{pipe}_dl_pair",
+        )
         _save_pair(pipe)
     return train, eval_
 
@@ -479,8 +514,9 @@ def model_input_section(source: str, specs: dict[str, tuple | None], seed: int) 
             inner = st.columns(len(pictures) + 1)
             for slot, picture in zip(inner, pictures, strict=False):
                 slot.image(picture.image, caption=picture.caption, width="content")
-            inner[-1].image(eval_view.stages[-1].image, caption=f"evaluation: {eval_view.stages[-1].caption}",
-                            width="content")  # fmt: skip
+            inner[-1].image(
+                eval_view.stages[-1].image, caption=f"evaluation: {eval_view.stages[-1].caption}", width="content"
+            )
             mean = ", ".join(f"{v:.2f}" for v in train_view.channel_mean)
             st.caption(
                 f"Tensor {tuple(train_view.shape)} {train_view.dtype}, values {train_view.minimum:.2f} to "

@@ -123,8 +123,11 @@ def cost_line(facts: dict[str, Any]) -> str:
 def speed_section(name: str, size: tuple[int, int], num_classes: int) -> None:
     speeds = st.session_state.setdefault(SPEEDS_KEY, {})
     key = (name, *size)
-    if st.button("Measure on this machine", key="train_facts_measure",
-                 help="Times a few training and inference steps with random images (seconds to minutes)."):  # fmt: skip
+    if st.button(
+        "Measure on this machine",
+        key="train_facts_measure",
+        help="Times a few training and inference steps with random images (seconds to minutes).",
+    ):
         with st.spinner(f"Measuring {name} at {size[0]}×{size[1]}…"):
             try:
                 speeds[key] = zoo.measure_speed(name, size, num_classes=num_classes)

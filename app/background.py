@@ -55,9 +55,13 @@ def launch(folder: str | os.PathLike, argv: list[str]) -> int:
     with open(folder / LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.background", str(folder), *argv],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # a page rerun or a closed tab must not stop the pass
-        )  # fmt: skip
+        )
     _children[proc.pid] = proc
     (folder / JOB_FILE).write_text(json.dumps({"pid": proc.pid, "argv": argv, "started": time.time()}))
     return proc.pid

@@ -175,9 +175,11 @@ def duplicates_section(index) -> None:
     on_dataset = runs_on_dataset(index)
     ids = [run.id for run in on_dataset]
     chosen = st.selectbox(
-        "Check leakage against run", [None, *ids], key="dataset_leak_run",
+        "Check leakage against run",
+        [None, *ids],
+        key="dataset_leak_run",
         format_func=lambda r: "(no run)" if r is None else r,
-    )  # fmt: skip
+    )
     train = val = None
     if chosen is not None:
         try:
@@ -256,9 +258,11 @@ def quality_section(index) -> None:
         st.success("No image is flagged for any issue.")
         return
     issue = st.selectbox(
-        "Issue", list(quality.ISSUES), key="dataset_quality_issue",
+        "Issue",
+        list(quality.ISSUES),
+        key="dataset_quality_issue",
         format_func=lambda i: f"{i.replace('_', ' ')} ({int(counts.get(i, 0))} images)",
-    )  # fmt: skip
+    )
     st.caption(widgets.plain(f"{issue.replace('_', ' ')}: {ISSUE_MEANING.get(issue, '')}"))
     worst = flags[flags["issue"] == issue].sort_values("score", ascending=False).head(WORST_SHOWN)
     if worst.empty:

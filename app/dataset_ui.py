@@ -31,9 +31,10 @@ def overview(index: datasets.DatasetIndex) -> None:
     cols[2].metric("Classes", len(index.classes))
     ratio = stats.imbalance_ratio(index)
     cols[3].metric(
-        "Imbalance", "∞ (empty class)" if ratio == float("inf") else f"{ratio:.1f}×",
+        "Imbalance",
+        "∞ (empty class)" if ratio == float("inf") else f"{ratio:.1f}×",
         help=f"largest class / smallest class ({int(counts.max())} / {int(counts.min())} images)",
-    )  # fmt: skip
+    )
     cols[4].metric("Problems", len(index.problems) + index.more_problems)
     cols[5].metric("Index in memory", f"{index.memory_bytes() / 1e6:.1f} MB")
     left, right = st.columns([6, 1])
@@ -106,9 +107,11 @@ def image_statistics(index: datasets.DatasetIndex) -> None:
             bar = st.progress(0.0, text="Decoding the sample…")
             try:
                 measured[key] = stats.channel_stats(
-                    index, sample=STATS_SAMPLE, seed=0,
+                    index,
+                    sample=STATS_SAMPLE,
+                    seed=0,
                     progress=lambda done, total: bar.progress(done / total, text=f"Decoded {done}/{total}"),
-                )  # fmt: skip
+                )
             except WorkbenchError as err:
                 widgets.error(err)
             bar.empty()
@@ -130,9 +133,11 @@ def gallery(index: datasets.DatasetIndex) -> None:
     labels = list(present["label"])
     counts = dict(zip(present["label"], present["images"], strict=True))
     label = st.selectbox(
-        "Class", labels, key="dataset_gallery_class",
+        "Class",
+        labels,
+        key="dataset_gallery_class",
         format_func=lambda i: f"{index.classes[i]} ({counts[i]} images)",
-    )  # fmt: skip
+    )
     total = int(counts[label])
     start, stop = widgets.pager(total, GALLERY_PAGE, key=f"dataset_gallery_page_{label}")
     page = index.class_rows(label, start, stop)  # costs the same in a dataset of any size
@@ -168,9 +173,10 @@ def verify_panel(index: datasets.DatasetIndex) -> None:
             bar = st.progress(0.0, text="Decoding…")
             try:
                 verified = datasets.scan(
-                    index.root if index.manifest is None else index.manifest, verify=True,
+                    index.root if index.manifest is None else index.manifest,
+                    verify=True,
                     progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Decoded {done}/{total}"),
-                )  # fmt: skip
+                )
                 verified_by_root[index.root] = {"n_images": len(verified.frame), "problems": verified.problems}
             except WorkbenchError as err:
                 widgets.error(err)

@@ -56,14 +56,25 @@ def plan_form(data_root: str | None, models_dir: Path) -> None:
     space = space_section()
     c1, c2, c3, c4 = st.columns(4)
     sampler = c1.selectbox("Sampler", list(SAMPLERS), format_func=SAMPLERS.get, key="experiments_sampler")
-    trials = c2.number_input("Trials (budget)", min_value=1, max_value=plan.MAX_TRIALS, value=8, step=1,
-                             key="experiments_trials")  # fmt: skip
-    pruner = c3.selectbox("Pruner", ["median", "none"], key="experiments_pruner",
-                          help="median: stop a trial whose validation F1 is below the median of earlier trials "
-                          "at the same epoch; it ends as 'pruned'.")  # fmt: skip
-    workers = c4.number_input("Background workers", min_value=1, max_value=8, value=1, step=1,
-                              key="experiments_workers",
-                              help="Each runs one trial at a time; WORKBENCH_MAX_JOBS still limits training jobs.")  # fmt: skip
+    trials = c2.number_input(
+        "Trials (budget)", min_value=1, max_value=plan.MAX_TRIALS, value=8, step=1, key="experiments_trials"
+    )
+    pruner = c3.selectbox(
+        "Pruner",
+        ["median", "none"],
+        key="experiments_pruner",
+        help="median: stop a trial whose validation F1 is below the median of earlier trials "
+        "at the same epoch; it ends as 'pruned'.",
+    )
+    workers = c4.number_input(
+        "Background workers",
+        min_value=1,
+        max_value=8,
+        value=1,
+        step=1,
+        key="experiments_workers",
+        help="Each runs one trial at a time; WORKBENCH_MAX_JOBS still limits training jobs.",
+    )
     raw = {"name": name, "base": base, "space": space, "sampler": sampler, "trials": int(trials),
            "pruner": pruner, "metric": "val_f1"}  # fmt: skip
     checked = None
@@ -82,9 +93,13 @@ def base_section(data_root: str, models_dir: Path) -> dict[str, Any] | None:
     """What every trial shares: a run's settings, or the compact fields (dataset from the sidebar)."""
     st.markdown("**Base: what every trial shares**")
     run_ids = [run.id for run in runs.list_run_folders(models_dir)]
-    source = st.selectbox("Start from the settings of a run", [FROM_FORM, *run_ids], key="experiments_base_run",
-                          help="A run's whole training config (everything the Training page sets); "
-                          "the search space below changes only what it varies.")  # fmt: skip
+    source = st.selectbox(
+        "Start from the settings of a run",
+        [FROM_FORM, *run_ids],
+        key="experiments_base_run",
+        help="A run's whole training config (everything the Training page sets); "
+        "the search space below changes only what it varies.",
+    )
     if source != FROM_FORM:
         return run_base(models_dir / source)
     st.caption(f"Dataset: {widgets.plain(data_root)}")
@@ -98,22 +113,33 @@ def base_section(data_root: str, models_dir: Path) -> dict[str, Any] | None:
     names = backbone_ui.backbone_names()
     model = c[1].selectbox("Backbone", names, index=names.index(defaults.model), key="experiments_model")
     epochs = c[2].number_input("Epochs", min_value=1, value=defaults.epochs, step=1, key="experiments_epochs")
-    batch = c[3].number_input("Batch size", min_value=1, value=defaults.batch_size, step=1,
-                              key="experiments_batch_size")  # fmt: skip
+    batch = c[3].number_input(
+        "Batch size", min_value=1, value=defaults.batch_size, step=1, key="experiments_batch_size"
+    )
     c = st.columns(4)
     pair = c[0].selectbox("Train / eval transforms", pair_names(), key="experiments_pair")
     height = c[1].number_input("Image height", min_value=8, value=defaults.img_hw[0], step=8, key="experiments_h")
     width = c[2].number_input("Image width", min_value=8, value=defaults.img_hw[1], step=8, key="experiments_w")
-    pretrained = c[3].checkbox("Pretrained weights", key="experiments_pretrained",
-                               help=train_form.FIELD_UI["pretrained"].help)  # fmt: skip
+    pretrained = c[3].checkbox(
+        "Pretrained weights", key="experiments_pretrained", help=train_form.FIELD_UI["pretrained"].help
+    )
     try:
         train_spec, eval_spec = transforms.resolve_pair(pair, (int(height), int(width)))
     except WorkbenchError as err:
         widgets.error(err)
         return None
     size = [int(height), int(width)] if pair in transforms.PRESETS else list(transforms.output_size(eval_spec))
-    return {"data": data_root, "task": task, "model": model, "pretrained": pretrained, "epochs": int(epochs),
-            "batch_size": int(batch), "img_size": size, "train_spec": train_spec, "eval_spec": eval_spec}  # fmt: skip
+    return {
+        "data": data_root,
+        "task": task,
+        "model": model,
+        "pretrained": pretrained,
+        "epochs": int(epochs),
+        "batch_size": int(batch),
+        "img_size": size,
+        "train_spec": train_spec,
+        "eval_spec": eval_spec,
+    }
 
 
 def run_base(run_root: Path) -> dict[str, Any] | None:
@@ -123,10 +149,12 @@ def run_base(run_root: Path) -> dict[str, Any] | None:
     except WorkbenchError as err:
         widgets.error(f"{run_root.name}: {err}")
         return None
-    st.caption(widgets.plain(
-        f"Base: {run_root.name} · {base['model']} · task {base['task']} · {size_label(base['img_size'])} · "
-        f"{base['epochs']} epochs · data {base['data']}"
-    ))  # fmt: skip
+    st.caption(
+        widgets.plain(
+            f"Base: {run_root.name} · {base['model']} · task {base['task']} · {size_label(base['img_size'])} · "
+            f"{base['epochs']} epochs · data {base['data']}"
+        )
+    )
     return base
 
 
@@ -139,8 +167,9 @@ def space_section() -> dict[str, Any]:
     st.markdown("**Search space: what the trials vary** (leave a field empty to keep the base's value)")
     space: dict[str, Any] = {}
     c1, c2 = st.columns(2)
-    space["model"] = c1.multiselect("Backbones", backbone_ui.backbone_names(), key="experiments_space_models",
-                                    placeholder="type to search the zoo")  # fmt: skip
+    space["model"] = c1.multiselect(
+        "Backbones", backbone_ui.backbone_names(), key="experiments_space_models", placeholder="type to search the zoo"
+    )
     space[plan.SPECS_KEY] = c2.multiselect("Transform pairs", pair_names(), key="experiments_space_pairs")
     c1, c2, c3 = st.columns([1, 1, 1])
     space["loss"] = c1.multiselect("Losses", list(LOSSES), key="experiments_space_losses")
@@ -248,8 +277,11 @@ def sweep_panel(sweep: store.SweepFolder, page_status: dict[str, Any]) -> None:
     budget = max(1, status["budget"])
     st.progress(min(1.0, status["finished"] / budget), text=f"{status['finished']} / {status['budget']} trials")
     if status["trials"]:
-        st.dataframe(trials_table(status["trials"]), hide_index=True,
-                     column_config={"val F1": st.column_config.NumberColumn(format="%.4f")})  # fmt: skip
+        st.dataframe(
+            trials_table(status["trials"]),
+            hide_index=True,
+            column_config={"val F1": st.column_config.NumberColumn(format="%.4f")},
+        )
 
 
 def plan_state(status: dict[str, Any]) -> str:
@@ -285,10 +317,15 @@ def trials_table(trials: list[dict[str, Any]]) -> pd.DataFrame:
     for t in trials:
         row = {"trial": t["number"], "state": t["state"]}
         row.update({key: _cell(t["params"].get(key)) for key in params})
-        row.update({
-            "val F1": t["value"], "epochs done": None if t["last_epoch"] is None else int(t["last_epoch"]),
-            "run": t["run"] or "", "duration": format_duration(t["duration"]), "error": t["error"] or "",
-        })  # fmt: skip
+        row.update(
+            {
+                "val F1": t["value"],
+                "epochs done": None if t["last_epoch"] is None else int(t["last_epoch"]),
+                "run": t["run"] or "",
+                "duration": format_duration(t["duration"]),
+                "error": t["error"] or "",
+            }
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -302,9 +339,10 @@ def plan_actions(sweep: store.SweepFolder, status: dict[str, Any], active: bool,
                 widgets.error(err)
                 return
             st.session_state[FLASH_KEY] = (
-                f"Cancelled {sweep.id}" + (f": stopping run {', '.join(stopped)}." if stopped else ".")
+                f"Cancelled {sweep.id}"
+                + (f": stopping run {', '.join(stopped)}." if stopped else ".")
                 + " Resume finishes the budget; a cancelled trial runs again."
-            )  # fmt: skip
+            )
             st.rerun()
     elif status["finished"] < status["budget"]:
         if st.button("Resume", key="experiments_resume", help="Starts a background worker to finish the budget."):
@@ -329,9 +367,12 @@ def review_links(status: dict[str, Any]) -> None:
         return
     c1, c2 = st.columns([3, 1])
     number = c1.selectbox(
-        "Trial", list(with_runs), key="experiments_trial", label_visibility="collapsed",
+        "Trial",
+        list(with_runs),
+        key="experiments_trial",
+        label_visibility="collapsed",
         format_func=lambda n: f"trial {n} · {with_runs[n]['state']} · run {with_runs[n]['run']}",
-    )  # fmt: skip
+    )
     if c2.button("Open in Review", key="experiments_open_trial"):
         st.switch_page(REVIEW_PAGE, query_params={"run": with_runs[number]["run"]})
 

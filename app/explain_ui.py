@@ -197,14 +197,25 @@ def map_points(points: pd.DataFrame, frame: pd.DataFrame, classes: list[str]) ->
 
 def map_figure(points: pd.DataFrame, colour: str):
     fig = px.scatter(
-        points, x="x", y="y", color=colour, render_mode="webgl", custom_data=["row"], hover_name="file",
+        points,
+        x="x",
+        y="y",
+        color=colour,
+        render_mode="webgl",
+        custom_data=["row"],
+        hover_name="file",
         hover_data={"x": False, "y": False, "row": False, "true class": True, "predicted class": True, colour: True},
-    )  # fmt: skip
+    )
     fig.update_traces(marker={"size": 6, "opacity": 0.8})
     fig.update_layout(
-        height=520, margin={"l": 10, "r": 10, "t": 10, "b": 10}, dragmode="lasso", legend_title_text="",
-        xaxis={"visible": False}, yaxis={"visible": False}, showlegend=colour not in ("person",),
-    )  # fmt: skip
+        height=520,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        dragmode="lasso",
+        legend_title_text="",
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        showlegend=colour not in ("person",),
+    )
     return fig
 
 

@@ -100,10 +100,15 @@ def journal_panel(run: runs.RunFolder, models_dir: Path) -> None:
 
 def name_and_tags_form(run: runs.RunFolder, entry: dict[str, Any]) -> None:
     with st.form(f"train_journal_{run.id}", border=False):
-        name = st.text_input("Display name", value=entry["name"] or "", placeholder=run.id,
-                             key=f"train_display_name_{run.id}")  # fmt: skip
-        tags = st.text_input("Tags (words separated by spaces)", value=tags_text(entry["tags"]),
-                             key=f"train_tags_{run.id}", placeholder="baseline lr-sweep")  # fmt: skip
+        name = st.text_input(
+            "Display name", value=entry["name"] or "", placeholder=run.id, key=f"train_display_name_{run.id}"
+        )
+        tags = st.text_input(
+            "Tags (words separated by spaces)",
+            value=tags_text(entry["tags"]),
+            key=f"train_tags_{run.id}",
+            placeholder="baseline lr-sweep",
+        )
         saved = st.form_submit_button("Save name and tags", key=f"train_save_journal_{run.id}")
     if saved:
         save_name_and_tags(run, entry, name, tags)

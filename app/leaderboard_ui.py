@@ -48,8 +48,13 @@ def leaderboard_section(history: pd.DataFrame, selected: str | None, submissions
             for name in ("run val F1", "submission val F1", "public LB", "private LB")
         },
     )
-    st.download_button("Download the table as CSV", leaderboard.to_csv_text(joined), file_name="leaderboard.csv",
-                       mime="text/csv", key="submit_leaderboard_csv")  # fmt: skip
+    st.download_button(
+        "Download the table as CSV",
+        leaderboard.to_csv_text(joined),
+        file_name="leaderboard.csv",
+        mime="text/csv",
+        key="submit_leaderboard_csv",
+    )
     scores = leaderboard.submission_scores(submissions_dir)
     figure = scatter_figure(scores)
     if figure is None:
@@ -62,12 +67,27 @@ def record_form(made: pd.DataFrame, selected: str | None, submissions_dir: Path)
     ids = made["id"].tolist()
     with st.form("submit_leaderboard_form"):
         c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
-        sub_id = c1.selectbox("Submission", ids, index=ids.index(selected) if selected in ids else 0,
-                              key="submit_leaderboard_sub")  # fmt: skip
-        public = c2.number_input("Public score", min_value=0.0, max_value=1.0, value=None, step=0.001,
-                                 format="%.4f", key="submit_leaderboard_public")  # fmt: skip
-        private = c3.number_input("Private score", min_value=0.0, max_value=1.0, value=None, step=0.001,
-                                  format="%.4f", key="submit_leaderboard_private")  # fmt: skip
+        sub_id = c1.selectbox(
+            "Submission", ids, index=ids.index(selected) if selected in ids else 0, key="submit_leaderboard_sub"
+        )
+        public = c2.number_input(
+            "Public score",
+            min_value=0.0,
+            max_value=1.0,
+            value=None,
+            step=0.001,
+            format="%.4f",
+            key="submit_leaderboard_public",
+        )
+        private = c3.number_input(
+            "Private score",
+            min_value=0.0,
+            max_value=1.0,
+            value=None,
+            step=0.001,
+            format="%.4f",
+            key="submit_leaderboard_private",
+        )
         note = c4.text_input("Note (optional)", key="submit_leaderboard_note")
         st.caption("A score left empty keeps the one recorded before: add the private score at the end.")
         recorded = st.form_submit_button("Record scores", key="submit_leaderboard_record")
@@ -77,8 +97,9 @@ def record_form(made: pd.DataFrame, selected: str | None, submissions_dir: Path)
         st.error("Enter a public and/or a private leaderboard score.")
         return
     try:
-        leaderboard.record_scores(sub_id, public=public, private=private, note=note.strip() or None,
-                                  submissions_dir=submissions_dir)  # fmt: skip
+        leaderboard.record_scores(
+            sub_id, public=public, private=private, note=note.strip() or None, submissions_dir=submissions_dir
+        )
     except WorkbenchError as err:
         widgets.error(err)
         return
@@ -102,18 +123,35 @@ def scatter_figure(scores: pd.DataFrame) -> go.Figure | None:
             continue
         x, y = part["val_f1"].astype(float).tolist(), part[board].astype(float).tolist()
         low, high = min(low, *x, *y), max(high, *x, *y)
-        fig.add_trace(go.Scatter(
-            x=x, y=y, mode="markers", name=f"{board} leaderboard", marker={"symbol": symbol, "size": 10},
-            text=widgets.plot_labels(part["submission"]),
-            hovertemplate="%{text}<br>validation F1 %{x:.4f}<br>leaderboard F1 %{y:.4f}<extra></extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="markers",
+                name=f"{board} leaderboard",
+                marker={"symbol": symbol, "size": 10},
+                text=widgets.plot_labels(part["submission"]),
+                hovertemplate="%{text}<br>validation F1 %{x:.4f}<br>leaderboard F1 %{y:.4f}<extra></extra>",
+            )
+        )
     if not fig.data:
         return None
     pad = max(0.02, (high - low) * 0.1)
-    fig.add_trace(go.Scatter(x=[low - pad, high + pad], y=[low - pad, high + pad], mode="lines", name="equal",
-                             line={"dash": "dot", "color": "gray"}, hoverinfo="skip"))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[low - pad, high + pad],
+            y=[low - pad, high + pad],
+            mode="lines",
+            name="equal",
+            line={"dash": "dot", "color": "gray"},
+            hoverinfo="skip",
+        )
+    )
     fig.update_layout(
-        title="Validation macro F1 against leaderboard F1", height=420, xaxis_title="validation macro F1",
-        yaxis_title="leaderboard F1", margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )  # fmt: skip
+        title="Validation macro F1 against leaderboard F1",
+        height=420,
+        xaxis_title="validation macro F1",
+        yaxis_title="leaderboard F1",
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
     return fig

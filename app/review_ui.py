@@ -117,9 +117,10 @@ def headline(summary: metrics.Summary) -> None:
         col.metric(f"{name.capitalize()} accuracy", f"{value:.1%}")
     with st.expander("Per-class precision, recall and F1 (click a column to sort)"):
         st.dataframe(
-            summary.per_class.sort_values("f1"), hide_index=True,
+            summary.per_class.sort_values("f1"),
+            hide_index=True,
             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")},
-        )  # fmt: skip
+        )
 
 
 def confusion_section(frame: pd.DataFrame, classes: list[str], competition: bool) -> None:
@@ -135,8 +136,10 @@ def confusion_section(frame: pd.DataFrame, classes: list[str], competition: bool
         matrix = metrics.confusion(true, pred, k, normalize=normalized)
         event = st.plotly_chart(
             confusion_figure(matrix, classes, normalized, hide_diagonal),
-            key="review_confusion", on_select="rerun", selection_mode="points",
-        )  # fmt: skip
+            key="review_confusion",
+            on_select="rerun",
+            selection_mode="points",
+        )
         st.caption("Click a cell to show its images in the gallery below.")
     if right is not None:
         with right:
@@ -229,9 +232,12 @@ def label_issues_view(run: RunFolder, classes: list[str], page_size: int) -> Non
         f"suggestion). 'person' rows add up all of a person's photos. Scored on {source}."
     )
     st.download_button(
-        "Download CSV", review.issues_csv(issues[review.ISSUE_EXPORT_COLUMNS]), file_name=f"label-issues-{run.id}.csv",
-        mime="text/csv", key="review_issues_csv",
-    )  # fmt: skip
+        "Download CSV",
+        review.issues_csv(issues[review.ISSUE_EXPORT_COLUMNS]),
+        file_name=f"label-issues-{run.id}.csv",
+        mime="text/csv",
+        key="review_issues_csv",
+    )
     shown = issues[issues["score"] > 0]
     st.text(f"{len(shown)} images where the model prefers another label")
     if shown.empty:
@@ -240,9 +246,11 @@ def label_issues_view(run: RunFolder, classes: list[str], page_size: int) -> Non
     issue_pages = review.page_count(len(merged), page_size)
     number = st.pagination(issue_pages, key=f"review_issue_page_{page_size}") if issue_pages > 1 else 1
     card_grid(
-        review.page(merged, number, page_size), classes, key="issues",
+        review.page(merged, number, page_size),
+        classes,
+        key="issues",
         extra={"suggested_name": "suggest", "score": "score", "kind": "by", "attribute": "changes"},
-    )  # fmt: skip
+    )
 
 
 # ---- figures ------------------------------------------------------------------------------------
@@ -262,25 +270,39 @@ def confusion_figure(matrix: np.ndarray, names: list[str], normalized: bool, hid
     fig = go.Figure(
         [
             go.Heatmap(
-                z=z, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
-                hoverinfo="skip", showscale=False, xgap=1, ygap=1,
+                z=z,
+                x=labels,
+                y=labels,
+                text=text,
+                texttemplate="%{text}",
+                colorscale="Blues",
+                hoverinfo="skip",
+                showscale=False,
+                xgap=1,
+                ygap=1,
             ),
             go.Scatter(
-                x=[labels[p] for p in pred_idx], y=[labels[t] for t in true_idx], mode="markers",
+                x=[labels[p] for p in pred_idx],
+                y=[labels[t] for t in true_idx],
+                mode="markers",
                 marker={"symbol": "square", "size": 18, "opacity": 0},
-                selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}},
+                selected={"marker": {"opacity": 0}},
+                unselected={"marker": {"opacity": 0}},
                 customdata=np.stack([true_idx, pred_idx], axis=1),
-                hovertemplate="true %{y}<br>predicted %{x}<extra></extra>", showlegend=False,
+                hovertemplate="true %{y}<br>predicted %{x}<extra></extra>",
+                showlegend=False,
             ),
         ]
-    )  # fmt: skip
+    )
     fig.update_layout(
-        height=max(320, 26 * k + 160), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        height=max(320, 26 * k + 160),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
         # Fixed ranges: the markers would otherwise pad the axes and shift cells off the heatmap's grid.
         xaxis={"title": "predicted", "side": "top", "type": "category", "range": [-0.5, k - 0.5]},
         yaxis={"title": "true", "type": "category", "range": [k - 0.5, -0.5]},
-        clickmode="event+select", dragmode=False,
-    )  # fmt: skip
+        clickmode="event+select",
+        dragmode=False,
+    )
     return fig
 
 
@@ -291,9 +313,12 @@ def attribute_figure(matrix: np.ndarray, attribute: str, normalized: bool) -> go
         go.Heatmap(z=matrix, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues", showscale=False)
     )
     fig.update_layout(
-        title=attribute, height=230, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis={"side": "top", "type": "category"}, yaxis={"autorange": "reversed", "type": "category"},
-    )  # fmt: skip
+        title=attribute,
+        height=230,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"side": "top", "type": "category"},
+        yaxis={"autorange": "reversed", "type": "category"},
+    )
     return fig
 
 
@@ -349,8 +374,11 @@ def card_grid(
                 if prob_cols[0] in row.index:
                     lines.append(card_lines(row, classes, row[prob_cols].to_numpy(dtype=float)))
                 st.text("\n".join(lines))
-                if st.button("Person", key=f"review_{key}_person_{start + offset}",
-                             help="This photo larger, with the person's others"):  # fmt: skip
+                if st.button(
+                    "Person",
+                    key=f"review_{key}_person_{start + offset}",
+                    help="This photo larger, with the person's others",
+                ):
                     st.session_state[FOCUS_KEY] = (key, str(row["path"]))
                 explain_ui.similar_button(str(row["path"]), key=f"review_{key}_similar_{start + offset}")
     focus = st.session_state.get(FOCUS_KEY)

@@ -73,9 +73,12 @@ def prediction_form() -> None:
     by_id = {r["id"]: r for r in available}
     with st.form("submit_predict"):
         chosen = st.multiselect(
-            "Runs (several = an ensemble averaging their probabilities)", list(by_id), default=[available[0]["id"]],
-            format_func=lambda rid: run_label(by_id[rid]), key="submit_runs",
-        )  # fmt: skip
+            "Runs (several = an ensemble averaging their probabilities)",
+            list(by_id),
+            default=[available[0]["id"]],
+            format_func=lambda rid: run_label(by_id[rid]),
+            key="submit_runs",
+        )
         tta = st.toggle("Test-time augmentation (average with the mirrored image)", value=False, key="submit_tta")
         data = st.text_input("Eval folder (info.csv + images/)", value=default_eval_folder(), key="submit_data")
         st.caption("Each run predicts with its own eval transforms and image size, as it was trained.")
@@ -153,8 +156,10 @@ def show_job(folder: Path) -> None:
     config = runs.read_config(run)
     st.markdown(f"**{widgets.plain(run.id)}** — {status.get('state')}")
     # st.text, not markdown: folder names are user data
-    st.text(f"Runs: {run_names(config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
-            f"data: {config.get('data')}")  # fmt: skip
+    st.text(
+        f"Runs: {run_names(config.get('runs', []))} · TTA: {'on' if config.get('tta') else 'off'} · "
+        f"data: {config.get('data')}"
+    )
     state = status.get("state")
     if state in runs.ACTIVE_STATES:
         live_panel(folder)
@@ -176,8 +181,14 @@ def show_result(folder: Path, sub_id: str) -> None:
         st.warning("The submission's submission.csv or its summary is missing.")
         return
     validator_box(csv_path, summary)
-    st.download_button("Download submission.csv", csv_path.read_bytes(), file_name=f"submission-{sub_id}.csv",
-                       mime="text/csv", type="primary", key=f"submit_download_{sub_id}")  # fmt: skip
+    st.download_button(
+        "Download submission.csv",
+        csv_path.read_bytes(),
+        file_name=f"submission-{sub_id}.csv",
+        mime="text/csv",
+        type="primary",
+        key=f"submit_download_{sub_id}",
+    )
     st.caption(f"{summary['images']} images · {summary.get('images_per_s')} images/s")
     distribution_chart(summary)
     sample_grid(folder, summary)
@@ -234,8 +245,14 @@ def distribution_figure(summary: dict, train: pd.Series | None):
         frames.append(
             pd.DataFrame({"class": classes, "share": train.to_numpy() / max(1, train.sum()), "set": "training"})
         )
-    fig = px.bar(pd.concat(frames), x="class", y="share", color="set", barmode="group",
-                 title="Predicted class distribution beside the training distribution")  # fmt: skip
+    fig = px.bar(
+        pd.concat(frames),
+        x="class",
+        y="share",
+        color="set",
+        barmode="group",
+        title="Predicted class distribution beside the training distribution",
+    )
     fig.update_layout(yaxis_tickformat=".0%", xaxis_tickangle=-45, height=380)
     return fig
 
@@ -293,14 +310,17 @@ def import_form() -> None:
     from core.training.models import MODEL_NAMES
 
     st.subheader("Import a checkpoint")
-    st.caption("A state_dict trained elsewhere (.pt/.pth loaded with weights_only=True, or .safetensors) "
-               "becomes a run you can review and predict with. Files carrying pickled code are refused unrun.")  # fmt: skip
+    st.caption(
+        "A state_dict trained elsewhere (.pt/.pth loaded with weights_only=True, or .safetensors) "
+        "becomes a run you can review and predict with. Files carrying pickled code are refused unrun."
+    )
     with st.form("submit_import", clear_on_submit=True):
         upload = st.file_uploader("Checkpoint file", type=["pt", "pth", "safetensors"], key="submit_import_file")
         c1, c2, c3, c4, c5 = st.columns(5)
         model = c1.selectbox("Architecture", MODEL_NAMES, key="submit_import_model")
-        task = c2.selectbox("Task", tasks.TASK_NAMES, format_func=lambda t: tasks.competition_task(t).label,
-                            key="submit_import_task")  # fmt: skip
+        task = c2.selectbox(
+            "Task", tasks.TASK_NAMES, format_func=lambda t: tasks.competition_task(t).label, key="submit_import_task"
+        )
         height = c3.number_input("Input height", min_value=16, max_value=1024, value=128, step=8, key="submit_import_h")
         width = c4.number_input("Input width", min_value=16, max_value=1024, value=96, step=8, key="submit_import_w")
         name = c5.text_input("Run name", placeholder="imported-…", key="submit_import_name")
@@ -316,8 +336,9 @@ def import_form() -> None:
         with tempfile.TemporaryDirectory(dir=_scratch_dir()) as tmp:
             file = Path(tmp) / f"upload{suffix}"  # the user's file name is never used as a path
             file.write_bytes(upload.getvalue())
-            folder = checkpoints.import_checkpoint(file, model, task, settings.load().models_dir / run_id,
-                                             img_size=(int(height), int(width)))  # fmt: skip
+            folder = checkpoints.import_checkpoint(
+                file, model, task, settings.load().models_dir / run_id, img_size=(int(height), int(width))
+            )
     except WorkbenchError as err:
         widgets.error(err)
         return

@@ -57,14 +57,32 @@ FIELD_UI: dict[str, FieldUI] = {
     "n_folds": FieldUI("Folds (0 = use the validation fraction)"),
     "fold": FieldUI("Validation fold"),
     "workers": FieldUI("Loader workers (-1 = auto)"),
-    "freeze_epochs": FieldUI("Head-only epochs (-1 = auto)", help="Train only the classifier head first (auto: 1 for a pretrained backbone, else 0)."),
-    "backbone_lr_mult": FieldUI("Backbone lr multiplier (-1 = auto)", step=0.05, format="%.3f",
-                                help="The backbone learns at lr × this (auto: 0.1 for a pretrained backbone, else 1)."),
-    "ema_decay": FieldUI("Weight EMA decay (0 = off)", step=1e-3, format="%.4f",
-                         help="Evaluate and keep an exponential moving average of the weights, e.g. 0.999."),
-    "amp": FieldUI("Mixed precision", help="auto: bfloat16 on a GPU that has it, else float16 with loss scaling; off on a CPU."),
-    "compile": FieldUI("torch.compile", help="Compile the model (slow start, faster steps on a GPU); falls back with the reason in the log."),
-    "nproc": FieldUI("Processes (0 = one per GPU)", help="Several processes train through torchrun and DistributedDataParallel."),
+    "freeze_epochs": FieldUI(
+        "Head-only epochs (-1 = auto)",
+        help="Train only the classifier head first (auto: 1 for a pretrained backbone, else 0).",
+    ),
+    "backbone_lr_mult": FieldUI(
+        "Backbone lr multiplier (-1 = auto)",
+        step=0.05,
+        format="%.3f",
+        help="The backbone learns at lr × this (auto: 0.1 for a pretrained backbone, else 1).",
+    ),
+    "ema_decay": FieldUI(
+        "Weight EMA decay (0 = off)",
+        step=1e-3,
+        format="%.4f",
+        help="Evaluate and keep an exponential moving average of the weights, e.g. 0.999.",
+    ),
+    "amp": FieldUI(
+        "Mixed precision", help="auto: bfloat16 on a GPU that has it, else float16 with loss scaling; off on a CPU."
+    ),
+    "compile": FieldUI(
+        "torch.compile",
+        help="Compile the model (slow start, faster steps on a GPU); falls back with the reason in the log.",
+    ),
+    "nproc": FieldUI(
+        "Processes (0 = one per GPU)", help="Several processes train through torchrun and DistributedDataParallel."
+    ),
     "log_every": FieldUI("Log every N steps"),
     "cache": FieldUI(
         "Decoded-image cache",
@@ -126,10 +144,12 @@ def pick_transform_pair(img_hw: tuple[int, int]) -> tuple[list, list, tuple[int,
     options = [f"preset: {name}" for name in transforms.PRESETS] + [f"preset: {BACKBONE_DEFAULT}"]
     options += [f"saved: {name}" for name in saved]
     choice = st.selectbox(
-        "Train / eval transforms", options, key="train_pair",
+        "Train / eval transforms",
+        options,
+        key="train_pair",
         help="Presets, the chosen backbone's own preprocessing (its pretrained weights' size, crop and "
         "normalisation), or pairs saved on the Augmentations page. The eval spec is also used for inference.",
-    )  # fmt: skip
+    )
     kind, name = choice.split(": ", 1)
     if name == BACKBONE_DEFAULT:
         from core.training import zoo

@@ -101,23 +101,43 @@ def curve_figure(
             train = thin(train, max_points)
             if smoothing > 0 and not several:
                 fig.add_trace(
-                    go.Scatter(x=train["step"], y=train["value"], mode="lines", name="train (raw)", opacity=0.25,
-                               line={"width": 1, "color": train_colour}, showlegend=False)
-                )  # fmt: skip
+                    go.Scatter(
+                        x=train["step"],
+                        y=train["value"],
+                        mode="lines",
+                        name="train (raw)",
+                        opacity=0.25,
+                        line={"width": 1, "color": train_colour},
+                        showlegend=False,
+                    )
+                )
             fig.add_trace(
-                go.Scatter(x=train["step"], y=train["smoothed"], mode="lines", name=f"{prefix}train",
-                           line={"color": train_colour})
-            )  # fmt: skip
+                go.Scatter(
+                    x=train["step"],
+                    y=train["smoothed"],
+                    mode="lines",
+                    name=f"{prefix}train",
+                    line={"color": train_colour},
+                )
+            )
         val = thin(series(metrics, val_col), max_points)
         if not val.empty:
             fig.add_trace(
-                go.Scatter(x=val["step"], y=val["value"], mode="lines+markers", name=f"{prefix}val",
-                           line={"color": val_colour, "dash": "dash" if several else "solid"})
-            )  # fmt: skip
+                go.Scatter(
+                    x=val["step"],
+                    y=val["value"],
+                    mode="lines+markers",
+                    name=f"{prefix}val",
+                    line={"color": val_colour, "dash": "dash" if several else "solid"},
+                )
+            )
     fig.update_layout(
-        title=title, height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis_title="iteration", legend={"orientation": "h", "y": -0.25},
-    )  # fmt: skip
+        title=title,
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis_title="iteration",
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 

@@ -65,8 +65,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pairs", nargs="+", default=["baseline,light", "center-crop,strong"],
-                        help="comma-separated preset names whose training specs are A and B")  # fmt: skip
+    parser.add_argument(
+        "--pairs",
+        nargs="+",
+        default=["baseline,light", "center-crop,strong"],
+        help="comma-separated preset names whose training specs are A and B",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,16 +47,21 @@ def main() -> int:
         torch.set_num_threads(args.threads)  # on a busy machine one thread is steadier than two fighting
     todo = [(m, (128, 96) if m == "small_cnn" else (224, 224)) for m in args.models] if args.models else DEFAULT
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
-          f"batch {args.batch_size}, {args.steps} timed steps", flush=True)  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+        f"batch {args.batch_size}, {args.steps} timed steps",
+        flush=True,
+    )
     header = f"{'backbone':22} {'size':8} {'train contig':>12} {'train CL':>9} {'ratio':>6} {'infer contig':>12} {'infer CL':>9} {'ratio':>6}"
     rows = [header, "-" * len(header)]
     start = time.perf_counter()
     for name, size in todo:
         contig, cl = (
-            zoo.measure_speed(name, size, args.batch_size, args.steps, channels_last=layout, device=args.device, use_cache=False)
+            zoo.measure_speed(
+                name, size, args.batch_size, args.steps, channels_last=layout, device=args.device, use_cache=False
+            )
             for layout in (False, True)
-        )  # fmt: skip
+        )
         rows.append(
             f"{name:22} {size[0]}x{size[1]:<5} {contig['train_images_per_s']:12.1f} {cl['train_images_per_s']:9.1f} "
             f"{cl['train_images_per_s'] / contig['train_images_per_s']:6.2f} {contig['infer_images_per_s']:12.1f} "

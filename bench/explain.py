@@ -78,8 +78,10 @@ def bench_embeddings(paths: list[str], run_dirs: dict[str, Path]) -> None:
         started = time.perf_counter()
         result = embeddings.compute_embeddings(member, paths)
         seconds = time.perf_counter() - started
-        print(f"{name:>10}: {len(paths)} images x {result.features.shape[1]} features in {seconds:.1f}s "
-              f"({len(paths) / seconds:.0f} images/s)")  # fmt: skip
+        print(
+            f"{name:>10}: {len(paths)} images x {result.features.shape[1]} features in {seconds:.1f}s "
+            f"({len(paths) / seconds:.0f} images/s)"
+        )
         feats = result.features if feats is None else feats
     half = feats.astype(np.float16)
     if embeddings.umap_available():
@@ -108,8 +110,12 @@ def naive_stats(path: str, full_resolution: bool = False) -> dict:
     scale = quality.WORK_SIDE / max(rgb.size)
     if scale < 1 and not full_resolution:
         rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.Resampling.BOX)
-    return {"path": path, **quality.image_statistics(np.asarray(rgb, dtype=np.uint8)),
-            "width": rgb.width, "height": rgb.height}  # fmt: skip
+    return {
+        "path": path,
+        **quality.image_statistics(np.asarray(rgb, dtype=np.uint8)),
+        "width": rgb.width,
+        "height": rgb.height,
+    }
 
 
 def _timed(work) -> tuple[object, float, float]:
@@ -129,8 +135,10 @@ def bench_quality(paths: list[str]) -> None:
     print(f"ours (1/4 draft, {quality.THREADS} threads): {n / ours_s:6.0f} images/s  ({ours_ms:.2f} ms CPU per image)")
     for label, full in (("naive, shrunk to the working size", False), ("naive, statistics at full size", True)):
         naive, naive_s, naive_cpu = _timed(lambda full=full: pd.DataFrame([naive_stats(p, full) for p in paths]))
-        print(f"{label}: {n / naive_s:6.0f} images/s  ({naive_cpu / n * 1000:.2f} ms CPU per image)  "
-              f"-> ours is {naive_s / ours_s:.1f}x wall, {naive_cpu / ours_cpu:.1f}x CPU (goal >= 3x)")  # fmt: skip
+        print(
+            f"{label}: {n / naive_s:6.0f} images/s  ({naive_cpu / n * 1000:.2f} ms CPU per image)  "
+            f"-> ours is {naive_s / ours_s:.1f}x wall, {naive_cpu / ours_cpu:.1f}x CPU (goal >= 3x)"
+        )
         if not full:
             naive[["width", "height"]] = ours[["width", "height"]].to_numpy()  # sizes from the headers in both
             a = {tuple(r) for r in quality.flag_issues(ours)[["path", "issue"]].itertuples(index=False)}
@@ -150,8 +158,10 @@ def bench_duplicates(paths: list[str]) -> None:
     pairs = duplicates.near_pairs(prints)
     done = time.perf_counter()
     exact = duplicates.exact_pairs(paths, hashes)
-    print(f"hashes {hashed - started:.2f}s, fingerprints {printed - hashed:.2f}s, all-pairs {done - printed:.2f}s "
-          f"for {len(paths)} photos: {len(exact)} exact and {len(pairs)} pairs within the near distance")  # fmt: skip
+    print(
+        f"hashes {hashed - started:.2f}s, fingerprints {printed - hashed:.2f}s, all-pairs {done - printed:.2f}s "
+        f"for {len(paths)} photos: {len(exact)} exact and {len(pairs)} pairs within the near distance"
+    )
 
 
 def bench_gradcam(paths: list[str], run_dirs: dict[str, Path], cards: int) -> None:
@@ -172,8 +182,10 @@ def bench_gradcam(paths: list[str], run_dirs: dict[str, Path], cards: int) -> No
         for path in paths[1 : min(cards, 5) + 1]:
             gradcam.overlay_for(member, path, 0)
         overlay = (time.perf_counter() - started) / min(cards, 5)
-        print(f"{name:>10}: {uncached * 1000:.0f} ms per card, {cached * 1000:.2f} ms cached, "
-              f"{overlay * 1000:.0f} ms for the overlay at the photo's size (cached map)")  # fmt: skip
+        print(
+            f"{name:>10}: {uncached * 1000:.0f} ms per card, {cached * 1000:.2f} ms cached, "
+            f"{overlay * 1000:.0f} ms for the overlay at the photo's size (cached map)"
+        )
 
 
 def main() -> int:

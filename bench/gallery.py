@@ -39,7 +39,9 @@ def find_photos(given: str | None, scratch: Path) -> list[str]:
     roots = [Path(given)] if given else [Path("data/demo/train/images")]
     for root in roots:
         if root.is_dir():
-            found = sorted(str(p) for p in root.rglob("*") if images.is_image_name(p.name) and p.suffix.lower() != ".png")
+            found = sorted(
+                str(p) for p in root.rglob("*") if images.is_image_name(p.name) and p.suffix.lower() != ".png"
+            )
             if len(found) >= PAGE:
                 return found[:PAGE]
     from core.data import demo
@@ -111,14 +113,18 @@ def main() -> None:
     cpu = {name: statistics.median(c for _, c in v) for name, v in series}
     print(f"  {'':12s} {'wall ms/page':>13s} {'x naive':>8s} {'CPU ms/page':>12s} {'x naive':>8s}")
     for name, ms in med.items():
-        print(f"  {name:12s} {ms:13.2f} {med['naive'] / ms:8.1f} {cpu[name]:12.2f} {cpu['naive'] / max(cpu[name], 1e-3):8.1f}")
+        print(
+            f"  {name:12s} {ms:13.2f} {med['naive'] / ms:8.1f} {cpu[name]:12.2f} {cpu['naive'] / max(cpu[name], 1e-3):8.1f}"
+        )
     print(f"  thumbnail size {thumb_kb:.1f} KB on average")
     ok_warm = med["warm disk"] <= 50 and med["warm memory"] <= 50
     best_cold = min(med["cold"], med["cold threads"])
     ok_cold = med["naive"] / best_cold >= 3
-    print(f"goal warm page <= 50 ms: {'met' if ok_warm else 'MISSED'}; "
-          f"goal cold >= 3x naive: {'met' if ok_cold else 'MISSED'} ({med['naive'] / best_cold:.1f}x wall, "
-          f"{cpu['naive'] / cpu['cold']:.1f}x CPU; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(
+        f"goal warm page <= 50 ms: {'met' if ok_warm else 'MISSED'}; "
+        f"goal cold >= 3x naive: {'met' if ok_cold else 'MISSED'} ({med['naive'] / best_cold:.1f}x wall, "
+        f"{cpu['naive'] / cpu['cold']:.1f}x CPU; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -138,8 +138,18 @@ def loader_rate(source, n_images: int, batch: int, steps: int, device: torch.dev
     return seen / (time.perf_counter() - started)
 
 
-def train_rate(model_name: str, size, batch: int, source, labels: np.ndarray, device, amp: str,
-               channels_last: bool, warmup: int, steps: int) -> dict:  # fmt: skip
+def train_rate(
+    model_name: str,
+    size,
+    batch: int,
+    source,
+    labels: np.ndarray,
+    device,
+    amp: str,
+    channels_last: bool,
+    warmup: int,
+    steps: int,
+) -> dict:
     """Images/s of the training step on batches from ``source`` and the share of time waiting for them."""
     from core.training import models
     from core.training.config import TrainConfig
@@ -149,8 +159,15 @@ def train_rate(model_name: str, size, batch: int, source, labels: np.ndarray, de
     from core.training.state import TrainState
 
     num_classes = int(labels.max()) + 1
-    cfg = TrainConfig(model=model_name, amp=amp, channels_last=channels_last, batch_size=batch, warmup_steps=0,
-                      device=device.type, **_specs(size))  # fmt: skip
+    cfg = TrainConfig(
+        model=model_name,
+        amp=amp,
+        channels_last=channels_last,
+        batch_size=batch,
+        warmup_steps=0,
+        device=device.type,
+        **_specs(size),
+    )
     torch.manual_seed(0)
     model = models.build_model(model_name, num_classes)
     total = warmup + steps
@@ -183,8 +200,18 @@ def train_rate(model_name: str, size, batch: int, source, labels: np.ndarray, de
     return out
 
 
-def infer_rate(model_name: str, size, batch: int, source, n_images: int, num_classes: int, device, amp: str,
-               warmup: int, steps: int) -> dict:  # fmt: skip
+def infer_rate(
+    model_name: str,
+    size,
+    batch: int,
+    source,
+    n_images: int,
+    num_classes: int,
+    device,
+    amp: str,
+    warmup: int,
+    steps: int,
+) -> dict:
     """Images/s of the eval model (as core.evaluation.infer runs it) on batches from ``source``."""
     from core.training import models
     from core.training.loader import prefetched
@@ -252,8 +279,9 @@ def measure_model(item: dict, paths, sizes, labels, cache_dir: Path, device, arg
     out["infer"] = {}
     infer_batch = batch * (1 if args.cpu_smoke else 2)
     for key, amp in (("amp", amp_on), ("fp32", "off")):
-        out["infer"][key] = infer_rate(name, size, infer_batch, cached, len(paths), int(labels.max()) + 1, device,
-                                       amp, warmup, steps)  # fmt: skip
+        out["infer"][key] = infer_rate(
+            name, size, infer_batch, cached, len(paths), int(labels.max()) + 1, device, amp, warmup, steps
+        )
         say(f"{name}: infer {key} {out['infer'][key]}")
     out["ratios"] = ratios(out)
     say(f"{name}: ratios {out['ratios']}")

@@ -51,7 +51,9 @@ def eval_folder(args: argparse.Namespace) -> Path:
     if not GENERATED.joinpath("eval", "info.csv").is_file():
         from core.data import demo
 
-        print(f"{FULL_SET} not found: generating a {args.eval_people * 7}-photo demo eval set in {GENERATED}", flush=True)
+        print(
+            f"{FULL_SET} not found: generating a {args.eval_people * 7}-photo demo eval set in {GENERATED}", flush=True
+        )
         demo.generate(GENERATED, people=2, eval_people=args.eval_people, seed=0)
     return GENERATED / "eval"
 
@@ -65,9 +67,18 @@ def make_run(parent: Path, model: str, img_size: tuple[int, int]) -> Path:
     folder = runs.create_run_folder(parent, run_id=f"bench-{model}")
     meta = {"model": model, "task": "class", "classes": classes, "img_size": list(img_size), "eval_spec": eval_spec}
     runs.write_config(folder, {"kind": "imported", **meta, "train_spec": train_spec, "source": "bench"})
-    runs.save_checkpoint(folder.best_checkpoint, {"model": net.state_dict(), "model_name": model, "task": "class",
-                                                  "classes": classes, "img_size": list(img_size),
-                                                  "eval_spec": eval_spec, "config": meta})  # fmt: skip
+    runs.save_checkpoint(
+        folder.best_checkpoint,
+        {
+            "model": net.state_dict(),
+            "model_name": model,
+            "task": "class",
+            "classes": classes,
+            "img_size": list(img_size),
+            "eval_spec": eval_spec,
+            "config": meta,
+        },
+    )
     return folder.root
 
 
@@ -122,15 +133,21 @@ def main() -> None:
     paths = items.frame["path"].tolist()
     with tempfile.TemporaryDirectory() as tmp:
         run = infer.load_run(make_run(Path(tmp), args.model, tuple(args.img_size)))
-        print(f"data: {data} ({len(paths)} images), model: {args.model} at {tuple(args.img_size)}, "
-              f"device: {run.device}, torch threads: {torch.get_num_threads()}", flush=True)  # fmt: skip
+        print(
+            f"data: {data} ({len(paths)} images), model: {args.model} at {tuple(args.img_size)}, "
+            f"device: {run.device}, torch threads: {torch.get_num_threads()}",
+            flush=True,
+        )
         infer.predict([run], infer.Items(items.root, "images", items.frame.iloc[:64]))  # warm-up
 
         cpu = time.process_time()
         result = infer.predict([run], items, batch_size=args.batch_size)
         ours, ours_cpu = len(paths) / result.seconds, (time.process_time() - cpu) / len(paths)
-        print(f"core.evaluation.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s, "
-              f"{1000 * ours_cpu:.1f} CPU ms/image", flush=True)  # fmt: skip
+        print(
+            f"core.evaluation.infer.predict: {len(paths)} images in {result.seconds:.1f} s = {ours:.0f} images/s, "
+            f"{1000 * ours_cpu:.1f} CPU ms/image",
+            flush=True,
+        )
 
         n = min(len(paths), args.baseline_limit) if args.baseline_limit else len(paths)
         default_threads = torch.get_num_threads()
@@ -142,14 +159,19 @@ def main() -> None:
             base, base_cpu = n / seconds, (time.process_time() - cpu) / n
             fastest = max(fastest, base)
             agree = float((result.frame["pred"].to_numpy()[:n] == base_preds).mean())
-            print(f"baseline (batch 1, full decode + resize, {threads} torch thread(s)): {n} images in {seconds:.1f} s "
-                  f"= {base:.1f} images/s, {1000 * base_cpu:.1f} CPU ms/image; ratio {ours / base:.1f}x wall "
-                  f"(goal >= 5x), {base_cpu / ours_cpu:.1f}x CPU; same class on {agree:.1%}")
+            print(
+                f"baseline (batch 1, full decode + resize, {threads} torch thread(s)): {n} images in {seconds:.1f} s "
+                f"= {base:.1f} images/s, {1000 * base_cpu:.1f} CPU ms/image; ratio {ours / base:.1f}x wall "
+                f"(goal >= 5x), {base_cpu / ours_cpu:.1f}x CPU; same class on {agree:.1%}"
+            )
         torch.set_num_threads(default_threads)
         print(f"RATIO against the faster baseline: {ours / fastest:.1f}x (goal >= 5x)")
         naive, fast = loading_only(run, paths[:n])
-        print(f"loading only (decode + eval transforms, no model), {n} images: notebook {n / naive:.0f} images/s, "
-              f"core.evaluation.infer {n / fast:.0f} images/s = {naive / fast:.1f}x")
+        print(
+            f"loading only (decode + eval transforms, no model), {n} images: notebook {n / naive:.0f} images/s, "
+            f"core.evaluation.infer {n / fast:.0f} images/s = {naive / fast:.1f}x"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -41,10 +41,20 @@ def ensure_source(source: Path, people: int, eval_people: int) -> None:
         return
     print(f"building the demo set in {source} (minutes, done once)...", flush=True)
     subprocess.run(
-        [sys.executable, "-m", "core", "demo-data", str(source), "--people", str(people),
-         "--eval-people", str(eval_people)],
-        cwd=REPO_ROOT, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "demo-data",
+            str(source),
+            "--people",
+            str(people),
+            "--eval-people",
+            str(eval_people),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+    )
 
 
 def build_scaled(source: Path, root: Path, copies: int) -> None:
@@ -130,16 +140,20 @@ def main() -> None:
         print(f"dataset:        {n:,} photos, {full.frame['group'].nunique():,} person folders, {n_eval:,} eval rows")
         print(f"full scan:      {t_full:6.2f} s   (CPU {c_full:.2f} s; today's path, scan(use_index=False))")
         _first, t_first, c_first = timed_cpu(lambda: datasets.scan(root, use_index=True, index_dir=index_dir))
-        print(f"first scan:     {t_first:6.2f} s   (CPU {c_first:.2f} s; with the index build; goal <= 10 s: "
-              f"{'met' if t_first <= 10 else 'NOT met'})")  # fmt: skip
+        print(
+            f"first scan:     {t_first:6.2f} s   (CPU {c_first:.2f} s; with the index build; goal <= 10 s: "
+            f"{'met' if t_first <= 10 else 'NOT met'})"
+        )
         reopens = [timed_cpu(lambda: roots.open_dataset(root, [root.parent], index_dir=index_dir)) for _ in range(3)]
         reopened = reopens[0][0]
         assert isinstance(reopened, datasets.DatasetIndex), reopened
         t_reopen = min(r[1] for r in reopens)
         walls = ", ".join(f"{r[1]:.2f}" for r in reopens)
         cpus = ", ".join(f"{r[2]:.2f}" for r in reopens)
-        print(f"reopen:         {t_reopen:6.2f} s   (index hit, roots.open_dataset; 3 runs {walls} s, CPU {cpus} s; "
-              f"goal <= 1 s: {'met' if t_reopen <= 1 else 'NOT met'}; {t_full / t_reopen:.0f}x faster than the full scan)")  # fmt: skip
+        print(
+            f"reopen:         {t_reopen:6.2f} s   (index hit, roots.open_dataset; 3 runs {walls} s, CPU {cpus} s; "
+            f"goal <= 1 s: {'met' if t_reopen <= 1 else 'NOT met'}; {t_full / t_reopen:.0f}x faster than the full scan)"
+        )
         person = root / "train" / "images" / reopened.frame["group"].iloc[n // 2]
         os.utime(person)
         _inc, t_inc, c_inc = timed_cpu(lambda: datasets.scan(root, use_index=True, index_dir=index_dir))
@@ -147,12 +161,16 @@ def main() -> None:
             f"after a change: {t_inc:6.2f} s   (CPU {c_inc:.2f} s; one person folder touched: it alone is read again)"
         )
         disk = sum(f.stat().st_size for f in index_store.IndexStore(index_dir).files_for(root) if f.exists())
-        print(f"index memory:   {reopened.memory_bytes() / 2**20:6.1f} MiB in the server per open dataset "
-              f"(frame {reopened.frame.memory_usage(deep=True).sum() / 2**20:.1f} MiB); "
-              f"{disk / 2**20:.1f} MiB on disk")  # fmt: skip
+        print(
+            f"index memory:   {reopened.memory_bytes() / 2**20:6.1f} MiB in the server per open dataset "
+            f"(frame {reopened.frame.memory_usage(deep=True).sum() / 2**20:.1f} MiB); "
+            f"{disk / 2**20:.1f} MiB on disk"
+        )
         _copy, t_copy = timed(lambda: pickle.loads(pickle.dumps(reopened)))
-        print(f"cache copy:     {t_copy:6.2f} s   (what st.cache_data's copy of the index costs per rerun; "
-              "st.cache_resource shares it)")  # fmt: skip
+        print(
+            f"cache copy:     {t_copy:6.2f} s   (what st.cache_data's copy of the index costs per rerun; "
+            "st.cache_resource shares it)"
+        )
 
     small = datasets.scan(args.source.resolve())
     for index in (small, reopened):

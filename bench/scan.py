@@ -37,8 +37,9 @@ def ensure_dataset(root: Path) -> None:
     print(f"building the full-size demo set in {root} (takes minutes, done once)...", flush=True)
     subprocess.run(
         [sys.executable, "-m", "core", "demo-data", str(root), "--people", "2700", "--eval-people", "1800"],
-        cwd=REPO_ROOT, check=True,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        check=True,
+    )
 
 
 def naive_scan(images_dir: Path, limit: int | None) -> tuple[int, float]:
@@ -124,14 +125,18 @@ def main() -> None:
     cpu_start = time.process_time()
     first, best, n = time_scan(args.root, args.repeats)
     cpu = (time.process_time() - cpu_start) / args.repeats
-    print(f"our scan:   {n} images in {best:.3f} s (best of {args.repeats}; first run {first:.3f} s)"
-          f" = {n / best:,.0f} images/s; CPU time {cpu:.3f} s per scan")  # fmt: skip
+    print(
+        f"our scan:   {n} images in {best:.3f} s (best of {args.repeats}; first run {first:.3f} s)"
+        f" = {n / best:,.0f} images/s; CPU time {cpu:.3f} s per scan"
+    )
     count, naive = naive_scan(args.root / "train" / "images", args.naive_limit)
     naive_full = naive * n / count
     note = "" if count == n else f" (measured on {count}, scaled to {n})"
     print(f"naive scan: {count} images decoded in {naive:.2f} s{note} = {count / naive:,.0f} images/s")
-    print(f"ratio:      {naive_full / best:.1f}x faster than the naive full-decode scan "
-          f"(goal >= 20x; full scan goal < 2 s: {'met' if best < 2 else 'NOT met'})")  # fmt: skip
+    print(
+        f"ratio:      {naive_full / best:.1f}x faster than the naive full-decode scan "
+        f"(goal >= 20x; full scan goal < 2 s: {'met' if best < 2 else 'NOT met'})"
+    )
 
     paths = list(datasets.scan(args.root).frame["path"])
     pages = [paths[start : start + 24] for start in range(1000, 1000 + 24 * 5 * 37, 24 * 37)]

@@ -142,14 +142,18 @@ def compare_epochs(name: str, paths, labels, source, warm: int) -> float:
             else:
                 ours_s += train_epoch(ours_model, our_batches(source, y, np.arange(lo, hi)), cl)[0]
     n = len(paths)
-    print(f"  {name:<10} naive loop {naive_s:7.2f} s | ours {ours_s:7.2f} s ({'channels_last' if cl else 'contiguous'})"
-          f" | {n} images | ratio {naive_s / ours_s:.2f}x")  # fmt: skip
+    print(
+        f"  {name:<10} naive loop {naive_s:7.2f} s | ours {ours_s:7.2f} s ({'channels_last' if cl else 'contiguous'})"
+        f" | {n} images | ratio {naive_s / ours_s:.2f}x"
+    )
     return naive_s / ours_s
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO / "data" / "bench-full"), help="dataset root (default data/bench-full)")
+    parser.add_argument(
+        "--data", default=str(REPO / "data" / "bench-full"), help="dataset root (default data/bench-full)"
+    )
     parser.add_argument("--people", type=int, default=100, help="people to generate when --data is missing")
     parser.add_argument("--images", type=int, default=700, help="images for throughput and the small_cnn epoch")
     parser.add_argument("--resnet-images", type=int, default=192, help="images for the resnet18 epoch")
@@ -168,8 +172,10 @@ def main() -> int:
     train_spec, _ = preset_pair("baseline", SIZE)
     flip_spec = TransformSpec.parse([train_spec[0], {"op": "RandomHorizontalFlip", "p": 0.5}, *train_spec[1:]])
     steps, flip_steps = PrefixThenRest(train_spec), PrefixThenRest(flip_spec)  # both cache the same Resize
-    print(f"data: {root} ({len(index.frame)} images, using {n}); input {SIZE[0]}x{SIZE[1]}; "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"data: {root} ({len(index.frame)} images, using {n}); input {SIZE[0]}x{SIZE[1]}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     print("input pipeline (one process; the methods take turns on chunks of 100 images so load drift hits all):")
     draft_source = DecodeSource(paths, steps, workers=0)
@@ -201,8 +207,10 @@ def main() -> int:
         del cache, source, flip_source, cache_k
 
     print("summary:")
-    print(f"  draft/naive {naive / draft:.2f}x (goal >= 2)   cached/naive {naive / cached:.1f}x (goal >= 20)   "
-          f"small_cnn epoch {small:.2f}x (goal >= 2)   resnet18 epoch {resnet:.2f}x")  # fmt: skip
+    print(
+        f"  draft/naive {naive / draft:.2f}x (goal >= 2)   cached/naive {naive / cached:.1f}x (goal >= 20)   "
+        f"small_cnn epoch {small:.2f}x (goal >= 2)   resnet18 epoch {resnet:.2f}x"
+    )
     return 0
 
 

@@ -106,8 +106,11 @@ def test_core_has_no_import_cycles():
 
 
 def test_core_never_imports_streamlit():
-    offenders = [name for name, path in _modules().items() if any(
-        t == "streamlit" or t.startswith("streamlit.") for t in _imported(path, name))]  # fmt: skip
+    offenders = [
+        name
+        for name, path in _modules().items()
+        if any(t == "streamlit" or t.startswith("streamlit.") for t in _imported(path, name))
+    ]
     assert offenders == []
 
 

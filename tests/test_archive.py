@@ -67,20 +67,28 @@ def jpeg_like(n: int = 2000) -> bytes:
 
 
 def test_dataset_in_a_single_top_folder_is_hoisted(tmp_path, parent):
-    src = make_zip(tmp_path / "demo.zip", [
-        ("mydata/train/train.csv", b"id,gender,race,age,path\n"),
-        ("mydata/train/images/000001_male_Asian_20/mask1.jpg", jpeg_like()),
-        ("mydata/eval/info.csv", b"ImageID,ans\n"),
-        ("__MACOSX/mydata/train/._train.csv", b"\x00\x05\x16\x07junk"),
-        ("mydata/train/images/._000001_male_Asian_20", b"\x00\x05\x16\x07junk"),
-        ("mydata/.DS_Store", b"junk"),
-    ])  # fmt: skip
+    src = make_zip(
+        tmp_path / "demo.zip",
+        [
+            ("mydata/train/train.csv", b"id,gender,race,age,path\n"),
+            ("mydata/train/images/000001_male_Asian_20/mask1.jpg", jpeg_like()),
+            ("mydata/eval/info.csv", b"ImageID,ans\n"),
+            ("__MACOSX/mydata/train/._train.csv", b"\x00\x05\x16\x07junk"),
+            ("mydata/train/images/._000001_male_Asian_20", b"\x00\x05\x16\x07junk"),
+            ("mydata/.DS_Store", b"junk"),
+        ],
+    )
     out = extract_dataset_zip(src, parent, "upload", LIMITS)
     assert out == (parent / "upload").resolve()
     assert tree(out) == {
-        "train", "train/train.csv", "train/images", "train/images/000001_male_Asian_20",
-        "train/images/000001_male_Asian_20/mask1.jpg", "eval", "eval/info.csv",
-    }  # fmt: skip
+        "train",
+        "train/train.csv",
+        "train/images",
+        "train/images/000001_male_Asian_20",
+        "train/images/000001_male_Asian_20/mask1.jpg",
+        "eval",
+        "eval/info.csv",
+    }
     assert (out / "train/images/000001_male_Asian_20/mask1.jpg").read_bytes() == jpeg_like()
     assert sorted(p.name for p in parent.iterdir()) == ["existing", "upload"]
 
@@ -94,14 +102,18 @@ def test_flat_archive_from_a_file_object_keeps_its_layout(tmp_path, parent):
 
 
 def test_a_lone_class_folder_or_train_folder_is_not_hoisted(tmp_path, parent):
-    out = extract_dataset_zip(make_zip(tmp_path / "a.zip", [("cats/a.jpg", b"x"), ("cats/b.jpg", b"y")]), parent, "a", LIMITS)
+    out = extract_dataset_zip(
+        make_zip(tmp_path / "a.zip", [("cats/a.jpg", b"x"), ("cats/b.jpg", b"y")]), parent, "a", LIMITS
+    )
     assert tree(out) == {"cats", "cats/a.jpg", "cats/b.jpg"}
     src = make_zip(tmp_path / "b.zip", [("train/train.csv", b"x"), ("train/images/p/mask1.jpg", b"y")])
     assert (extract_dataset_zip(src, parent, "b", LIMITS) / "train" / "train.csv").is_file()
 
 
 def test_backslash_names_from_old_windows_tools_become_folders(tmp_path, parent):
-    out = extract_dataset_zip(make_zip(tmp_path / "w.zip", [("cats\\a.jpg", b"x"), ("dogs\\b.jpg", b"y")]), parent, "w", LIMITS)
+    out = extract_dataset_zip(
+        make_zip(tmp_path / "w.zip", [("cats\\a.jpg", b"x"), ("dogs\\b.jpg", b"y")]), parent, "w", LIMITS
+    )
     assert (out / "cats" / "a.jpg").read_bytes() == b"x"
 
 
@@ -212,8 +224,6 @@ def test_a_high_total_ratio_from_many_small_members_is_refused(tmp_path, parent)
     # Each member is under the per-member floor, together they are a bomb.
     src = make_zip(tmp_path / "many.zip", [(f"c/{i}.bin", bytes(600_000)) for i in range(4)])
     assert_refused(tmp_path, parent, src, "as a whole has a compression ratio")
-
-
 
 
 def test_declared_sizes_are_not_trusted(tmp_path, parent):

@@ -105,8 +105,14 @@ def test_the_backbones_own_preprocessing_as_plain_data():
     from core.training import zoo
 
     tv = zoo.preprocessing("efficientnet_b1")
-    assert tv == {"input_size": (240, 240), "resize": 255, "crop": (240, 240), "mean": [0.485, 0.456, 0.406],
-                  "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"}  # fmt: skip
+    assert tv == {
+        "input_size": (240, 240),
+        "resize": 255,
+        "crop": (240, 240),
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "interpolation": "bilinear",
+    }
     tm = zoo.preprocessing("timm:resnet10t")
     assert tm["input_size"] == (176, 176) and tm["resize"] == 201 and tm["interpolation"] == "bicubic"
     assert zoo.preprocessing("small_cnn")["input_size"] == (128, 96)

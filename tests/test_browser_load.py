@@ -41,8 +41,6 @@ def _config(data: Path, **overrides) -> dict:
     return {**base, **overrides}
 
 
-
-
 def _speed(run) -> list[float]:
     frame = runs.read_metrics(run)
     return [] if frame.empty or "images_per_s" not in frame else frame["images_per_s"].dropna().tolist()

@@ -24,8 +24,9 @@ class FakeMachine:
 
 def make(speeds: dict[int, float], cores: int = 2) -> tuple[ThreadGovernor, FakeMachine]:
     machine = FakeMachine(speeds)
-    governor = ThreadGovernor(cores, window_s=2.0, reprobe_s=30.0, clock=lambda: machine.now,
-                              set_threads=machine.set_threads)  # fmt: skip
+    governor = ThreadGovernor(
+        cores, window_s=2.0, reprobe_s=30.0, clock=lambda: machine.now, set_threads=machine.set_threads
+    )
     return governor, machine
 
 

@@ -166,8 +166,10 @@ def test_bad_folder_names_reported_and_left_out(tmp_path):
     add_person(images, "000013_male_Asian_999")
     index = datasets.scan(root)
     assert sorted(kinds(index)["bad_folder_name"]) == [
-        "train/images/000011_robot_Asian_33", "train/images/000013_male_Asian_999", "train/images/person twelve",
-    ]  # fmt: skip
+        "train/images/000011_robot_Asian_33",
+        "train/images/000013_male_Asian_999",
+        "train/images/person twelve",
+    ]
     assert len(index.frame) == 21
 
 
@@ -367,8 +369,9 @@ def test_csv_hostile_rows(tmp_path):
     assert "bad_row" in problems and "not_image" in problems
     assert sorted(index.frame["rel"]) == ["imgs/a.jpg", "imgs/b.jpg"]
     assert dict(zip(index.frame["rel"], index.frame["class_name"], strict=True)) == {
-        "imgs/a.jpg": "cat", "imgs/b.jpg": "dog",
-    }  # fmt: skip
+        "imgs/a.jpg": "cat",
+        "imgs/b.jpg": "dog",
+    }
 
 
 def test_csv_missing_columns(tmp_path):

@@ -239,8 +239,21 @@ def test_an_interrupted_run_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_cli_writes_a_dataset_and_reports_mistakes(tmp_path, capsys):
     out = tmp_path / "cli"
     truth = tmp_path / "truth.csv"
-    rc = cli_main(["demo-data", str(out), "--people", "2", "--eval-people", "1", "--label-noise", "0.1",
-                   "--truth", str(truth), "--quiet"])  # fmt: skip
+    rc = cli_main(
+        [
+            "demo-data",
+            str(out),
+            "--people",
+            "2",
+            "--eval-people",
+            "1",
+            "--label-noise",
+            "0.1",
+            "--truth",
+            str(truth),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert (out / "train" / "train.csv").is_file() and (out / "eval" / "info.csv").is_file()
     assert len(read_csv(truth)) >= 1 and demo.eval_truth_path(truth).is_file()
@@ -257,15 +270,32 @@ def test_cli_writes_a_dataset_and_reports_mistakes(tmp_path, capsys):
 
 def test_cli_runs_as_a_module(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "core", "demo-data", str(tmp_path / "m"), "--people", "1", "--eval-people", "0", "--quiet"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "demo-data",
+            str(tmp_path / "m"),
+            "--people",
+            "1",
+            "--eval-people",
+            "0",
+            "--quiet",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(read_csv(tmp_path / "m" / "train" / "train.csv")) == 1
     bad = subprocess.run(
         [sys.executable, "-m", "core", "demo-data", str(tmp_path / "m"), "--quiet"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
 

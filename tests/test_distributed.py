@@ -42,8 +42,18 @@ def env(tmp_path, monkeypatch):
 
 def config(data, **changes) -> dict:
     train_spec, eval_spec = transforms.preset("baseline", (32, 24))
-    fields = dict(data=str(data), task="mask", img_size=[32, 24], train_spec=train_spec, eval_spec=eval_spec,
-                  batch_size=8, log_every=2, warmup_steps=0, device="cpu", seed=0)  # fmt: skip
+    fields = dict(
+        data=str(data),
+        task="mask",
+        img_size=[32, 24],
+        train_spec=train_spec,
+        eval_spec=eval_spec,
+        batch_size=8,
+        log_every=2,
+        warmup_steps=0,
+        device="cpu",
+        seed=0,
+    )
     cfg = TrainConfig(**{**fields, **changes})
     return cfg.to_dict()
 
@@ -111,9 +121,17 @@ def test_nproc_resolves_and_picks_the_command():
     assert distributed.resolve_nproc(0, "cpu") == 1  # auto without a GPU: one process
     cfg = config("data", nproc=2)
     assert distributed.training_args("models/r", cfg) == [
-        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "core", "train",
-        "--run-dir", "models/r",
-    ]  # fmt: skip
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "core",
+        "train",
+        "--run-dir",
+        "models/r",
+    ]
     assert distributed.training_args("models/r", {**cfg, "nproc": 1}) == ["train", "--run", "models/r"]
     assert distributed.training_args("models/r", {**cfg, "nproc": 0}) == ["train", "--run", "models/r"]  # 1 CPU process
     one = distributed.SINGLE
@@ -140,9 +158,12 @@ def test_two_processes_from_the_cli_train_like_one_and_predict_with_one(env, dem
     cfg_file.write_text(__import__("json").dumps(config(demo_root, **fields)))
     proc = subprocess.run(
         [sys.executable, "-m", "core", "train", "--config", str(cfg_file), "--run", str(folder), "--nproc", "2"],
-        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
         timeout=TORCHRUN_S,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 processes" in proc.stdout and proc.stdout.strip().endswith("completed")
     two = runs.open_run(folder)

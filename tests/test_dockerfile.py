@@ -127,8 +127,12 @@ def test_entry_point_serves_the_same_app_file_as_the_makefile_and_readme():
     assert command, "the script ends by exec-ing streamlit run"
     assert command.group(1) == APP_FILE
     flags = command.group(2)
-    for flag in ("--server.address 0.0.0.0", "--server.port 8501", "--server.fileWatcherType none",
-                 "--server.headless true"):  # fmt: skip
+    for flag in (
+        "--server.address 0.0.0.0",
+        "--server.port 8501",
+        "--server.fileWatcherType none",
+        "--server.headless true",
+    ):
         assert flag in flags
     assert f"streamlit run {APP_FILE}" in (REPO_ROOT / "Makefile").read_text()
     readme = REPO_ROOT / "README.md"
@@ -161,8 +165,14 @@ def test_entrypoint_makes_demo_data_once_then_serves(tmp_path):
         "WORKBENCH_DEMO_PEOPLE": "2",
         "WORKBENCH_DEMO_EVAL_PEOPLE": "1",
     }
-    run = subprocess.run([str(ENTRYPOINT), "--server.baseUrlPath", "wb"], cwd=workdir, env=env,
-                         capture_output=True, text=True, timeout=150)  # fmt: skip
+    run = subprocess.run(
+        [str(ENTRYPOINT), "--server.baseUrlPath", "wb"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert run.returncode == 0, run.stderr
     train_csv = workdir / "data" / "demo" / "train" / "train.csv"
     assert len(train_csv.read_text().splitlines()) == 3  # header + 2 people

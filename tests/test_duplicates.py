@@ -100,8 +100,14 @@ def test_exact_needs_the_same_bytes_and_near_the_same_picture(tmp_path):
 
 
 def test_different_people_uses_the_person_id_and_needs_both_photos_indexed():
-    dups = pd.DataFrame({"path_a": ["x/1.jpg", "x/1.jpg", "y/1.jpg"], "path_b": ["x/2.jpg", "z/1.jpg", "q/9.jpg"],
-                         "kind": "exact", "distance": 0.0})  # fmt: skip
+    dups = pd.DataFrame(
+        {
+            "path_a": ["x/1.jpg", "x/1.jpg", "y/1.jpg"],
+            "path_b": ["x/2.jpg", "z/1.jpg", "q/9.jpg"],
+            "kind": "exact",
+            "distance": 0.0,
+        }
+    )
     index = pd.DataFrame({"path": ["x/1.jpg", "x/2.jpg", "z/1.jpg", "y/1.jpg"], "person_id": ["7", "7", "8", "9"]})
     flagged = duplicates.flag_pairs(dups, index)
     assert flagged["different_people"].tolist() == [False, True, False]

@@ -40,8 +40,15 @@ def make_run(parent: Path, name: str = "r1", classes: int = 3) -> Path:
         "eval_spec": eval_spec(),
     }
     runs.write_config(folder, {"kind": "imported", **meta, "train_spec": eval_spec(), "source": "test"})
-    runs.save_checkpoint(folder.best_checkpoint, {"model": net.state_dict(), "model_name": "small_cnn", **{
-        k: meta[k] for k in ("task", "classes", "img_size", "eval_spec")}, "config": meta})  # fmt: skip
+    runs.save_checkpoint(
+        folder.best_checkpoint,
+        {
+            "model": net.state_dict(),
+            "model_name": "small_cnn",
+            **{k: meta[k] for k in ("task", "classes", "img_size", "eval_spec")},
+            "config": meta,
+        },
+    )
     runs.write_status(folder, state="completed")
     return folder.root
 
@@ -134,8 +141,18 @@ def test_missing_and_half_written_embeddings_are_refused(models_dir):
 
 def test_the_training_loop_hook_keeps_confidence_from_the_probabilities(models_dir):
     run = make_run(models_dir)
-    frame = pd.DataFrame({"path": ["x.png", "y.png"], "group": ["g", "h"], "label": [0, 1], "pred": [0, 2],
-                          "loss": [0.1, 2.0], "p0": [0.9, 0.1], "p1": [0.05, 0.2], "p2": [0.05, 0.7]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "path": ["x.png", "y.png"],
+            "group": ["g", "h"],
+            "label": [0, 1],
+            "pred": [0, 2],
+            "loss": [0.1, 2.0],
+            "p0": [0.9, 0.1],
+            "p1": [0.05, 0.2],
+            "p2": [0.05, 0.7],
+        }
+    )
     embeddings.save_run_embeddings(runs.RunFolder(run), np.arange(8, dtype=np.float32).reshape(2, 4), frame)
     feats, index = embeddings.load_embeddings(run)
     assert feats.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]

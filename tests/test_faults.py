@@ -46,10 +46,6 @@ def tiny_config(data: Path, **changes) -> dict:
     return {**cfg, **changes}
 
 
-
-
-
-
 def checkpoint_step(run: runs.RunFolder) -> int:
     return int(runs.load_checkpoint(run.last_checkpoint)["step"])
 
@@ -189,7 +185,12 @@ def test_app_restart_while_a_job_runs(demo_root, app_server_factory, new_page, t
     page.get_by_label("Run name (optional)").fill("survivor")
     page.get_by_label("Run name (optional)").press("Enter")
     wait_for_app(page)
-    for label, value in (("Image height", 32), ("Image width", 24), ("Batch size", 1), ("Epochs", 1000)):  # outlives the test
+    for label, value in (
+        ("Image height", 32),
+        ("Image width", 24),
+        ("Batch size", 1),
+        ("Epochs", 1000),
+    ):  # outlives the test
         box = page.get_by_label(label, exact=True)
         box.fill(str(value))
         box.press("Enter")

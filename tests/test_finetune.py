@@ -37,8 +37,18 @@ class Ctx:
 
 def make_run(parent, name: str, data, **fields) -> runs.RunFolder:
     train_spec, eval_spec = transforms.preset("baseline", (32, 24))
-    base = dict(data=str(data), task="mask", img_size=[32, 24], train_spec=train_spec, eval_spec=eval_spec,
-                batch_size=16, log_every=1, warmup_steps=0, device="cpu", seed=0)  # fmt: skip
+    base = dict(
+        data=str(data),
+        task="mask",
+        img_size=[32, 24],
+        train_spec=train_spec,
+        eval_spec=eval_spec,
+        batch_size=16,
+        log_every=1,
+        warmup_steps=0,
+        device="cpu",
+        seed=0,
+    )
     run = runs.create_run_folder(parent, name)
     runs.write_config(run, {**TrainConfig(**{**base, **fields}).to_dict(), "kind": "train"})
     return run

@@ -53,8 +53,18 @@ class Ctx:
 
 def make_run(parent, name: str, data, size=(32, 24), **fields) -> runs.RunFolder:
     train_spec, eval_spec = transforms.preset("baseline", size)
-    base = dict(data=str(data), task="mask", img_size=list(size), train_spec=train_spec, eval_spec=eval_spec,
-                batch_size=16, max_steps=4, log_every=1, warmup_steps=0, seed=0)  # fmt: skip
+    base = dict(
+        data=str(data),
+        task="mask",
+        img_size=list(size),
+        train_spec=train_spec,
+        eval_spec=eval_spec,
+        batch_size=16,
+        max_steps=4,
+        log_every=1,
+        warmup_steps=0,
+        seed=0,
+    )
     run = runs.create_run_folder(parent, name)
     runs.write_config(run, {**TrainConfig(**{**base, **fields}).to_dict(), "kind": "train"})
     return run
@@ -239,10 +249,35 @@ def test_two_gpus_through_torchrun(demo_root, tmp_path):
     folder = tmp_path / "models" / "two-gpus"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "WORKBENCH_MODELS_DIR": str(tmp_path / "models")}
     proc = subprocess.run(
-        [sys.executable, "-m", "core", "train", "--run", str(folder), "--data", str(demo_root), "--task", "mask",
-         "--max-steps", "8", "--img-size", "64", "48", "--batch-size", "32", "--device", "cuda", "--nproc", "2"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "train",
+            "--run",
+            str(folder),
+            "--data",
+            str(demo_root),
+            "--task",
+            "mask",
+            "--max-steps",
+            "8",
+            "--img-size",
+            "64",
+            "48",
+            "--batch-size",
+            "32",
+            "--device",
+            "cuda",
+            "--nproc",
+            "2",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = runs.open_run(folder)
     assert runs.read_status(run)["state"] == "completed"

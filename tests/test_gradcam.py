@@ -41,9 +41,18 @@ def save_run(parent: Path, name: str, net: torch.nn.Module, model: str, classes:
     folder = runs.create_run_folder(parent, run_id=name)
     meta = {"model": model, "task": "class", "classes": classes, "img_size": [SIZE, SIZE], "eval_spec": spec}
     runs.write_config(folder, {"kind": "imported", **meta, "train_spec": spec, "source": "test"})
-    runs.save_checkpoint(folder.best_checkpoint, {"model": net.state_dict(), "model_name": model, "task": "class",
-                                                  "classes": classes, "img_size": [SIZE, SIZE], "eval_spec": spec,
-                                                  "config": meta})  # fmt: skip
+    runs.save_checkpoint(
+        folder.best_checkpoint,
+        {
+            "model": net.state_dict(),
+            "model_name": model,
+            "task": "class",
+            "classes": classes,
+            "img_size": [SIZE, SIZE],
+            "eval_spec": spec,
+            "config": meta,
+        },
+    )
     runs.write_status(folder, state="completed")
     return folder.root
 
@@ -133,9 +142,16 @@ def test_default_class_is_the_prediction_and_the_cache_is_reused(square_run, mon
 
 def _run_model(net: torch.nn.Module, name: str, size=(64, 48)) -> infer.RunModel:
     return infer.RunModel(
-        run_id="t", root=Path("/nonexistent/run"), model_name=name, task="class", classes=[str(k) for k in range(3)],
-        img_size=size, eval_spec=eval_spec(size), model=net.eval(), device=torch.device("cpu"),
-    )  # fmt: skip
+        run_id="t",
+        root=Path("/nonexistent/run"),
+        model_name=name,
+        task="class",
+        classes=[str(k) for k in range(3)],
+        img_size=size,
+        eval_spec=eval_spec(size),
+        model=net.eval(),
+        device=torch.device("cpu"),
+    )
 
 
 def _timm_available() -> bool:

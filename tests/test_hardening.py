@@ -363,12 +363,20 @@ def test_append_metrics_keeps_the_summary_in_step(tmp_path):
         runs.append_metrics(run, {"step": step, "epoch": step // 10, "val_f1": f1, "val_acc": acc})
     on_disk = json.loads(run.summary.read_text())
     assert on_disk == {
-        "best_val_f1": 0.7, "best_val_f1_step": 20, "best_val_acc": 0.8, "best_val_acc_step": 30, "last_val_step": 30,
-    }  # fmt: skip
+        "best_val_f1": 0.7,
+        "best_val_f1_step": 20,
+        "best_val_acc": 0.8,
+        "best_val_acc_step": 30,
+        "last_val_step": 30,
+    }
     runs.truncate_metrics(run, after_step=15)  # a resume drops what came after its checkpoint
     assert runfolder.read_summary(run) == {
-        "best_val_f1": 0.5, "best_val_f1_step": 10, "best_val_acc": 0.6, "best_val_acc_step": 10, "last_val_step": 10,
-    }  # fmt: skip
+        "best_val_f1": 0.5,
+        "best_val_f1_step": 10,
+        "best_val_acc": 0.6,
+        "best_val_acc_step": 10,
+        "last_val_step": 10,
+    }
 
 
 def test_list_runs_reads_the_summary_not_the_metrics(tmp_path, monkeypatch):

@@ -149,9 +149,35 @@ def test_cli_import(settings_env, tmp_path):
 
     file = tmp_path / "w.pt"
     torch.save(state_dict(classes=2), file)
-    assert main(["import-checkpoint", str(file), "--model", "small_cnn", "--task", "gender",
-                 "--run", str(tmp_path / "models" / "g")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "import-checkpoint",
+                str(file),
+                "--model",
+                "small_cnn",
+                "--task",
+                "gender",
+                "--run",
+                str(tmp_path / "models" / "g"),
+            ]
+        )
+        == 0
+    )
     assert runs.read_config(runs.RunFolder(tmp_path / "models" / "g"))["task"] == "gender"
-    assert main(["import-checkpoint", str(file), "--model", "small_cnn", "--task", "class",
-                 "--run", str(tmp_path / "models" / "c")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "import-checkpoint",
+                str(file),
+                "--model",
+                "small_cnn",
+                "--task",
+                "class",
+                "--run",
+                str(tmp_path / "models" / "c"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "models" / "c").exists()

@@ -25,8 +25,15 @@ def eval_spec(img_size=IMG_SIZE) -> list[dict]:
     return transforms.preset("baseline", img_size=img_size)[1]
 
 
-def make_run(parent: Path, name: str, task: str = "class", model: str = "small_cnn", spec: list[dict] | None = None,
-             seed: int = 0, classes: list[str] | None = None) -> Path:  # fmt: skip
+def make_run(
+    parent: Path,
+    name: str,
+    task: str = "class",
+    model: str = "small_cnn",
+    spec: list[dict] | None = None,
+    seed: int = 0,
+    classes: list[str] | None = None,
+) -> Path:
     """A completed run folder with a random-weight model, in the format core.training.loop writes."""
     from core.training import models
 
@@ -37,9 +44,18 @@ def make_run(parent: Path, name: str, task: str = "class", model: str = "small_c
     folder = runs.create_run_folder(parent, run_id=name)
     meta = {"model": model, "task": task, "classes": classes, "img_size": list(IMG_SIZE), "eval_spec": spec}
     runs.write_config(folder, {"kind": "imported", **meta, "train_spec": spec, "source": "test"})
-    runs.save_checkpoint(folder.best_checkpoint, {"model": net.state_dict(), "model_name": model, "task": task,
-                                                  "classes": classes, "img_size": list(IMG_SIZE), "eval_spec": spec,
-                                                  "config": meta})  # fmt: skip
+    runs.save_checkpoint(
+        folder.best_checkpoint,
+        {
+            "model": net.state_dict(),
+            "model_name": model,
+            "task": task,
+            "classes": classes,
+            "img_size": list(IMG_SIZE),
+            "eval_spec": spec,
+            "config": meta,
+        },
+    )
     runs.write_status(folder, state="completed")
     return folder.root
 
@@ -124,9 +140,12 @@ def test_input_shortcuts_give_the_plain_pipelines_numbers(tmp_path):
     assert fast.steps.resize_only_to == (64, 48)
     torch.testing.assert_close(fast(photo), plain, rtol=0, atol=1e-5)
     other = eval_spec((60, 45))  # a real resize after the draft: the prefix runs
-    torch.testing.assert_close(infer.input_loader(other)(photo),
-                               transforms.build_pipeline(other)(images.open_rgb(photo, min_size=(60, 45))),
-                               rtol=0, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(
+        infer.input_loader(other)(photo),
+        transforms.build_pipeline(other)(images.open_rgb(photo, min_size=(60, 45))),
+        rtol=0,
+        atol=1e-5,
+    )
 
 
 def test_predictions_run_through_a_fused_copy_with_the_same_answers(models_dir, tmp_path):

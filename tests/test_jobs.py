@@ -36,10 +36,6 @@ def make_run(env: Path, name: str = "r1", kind: str = "hold") -> runs.RunFolder:
     return run
 
 
-
-
-
-
 def launch_hold(run: runs.RunFolder, release: Path, fail: str | None = None) -> int:
     argv = ["jobs", "hold", "--run", str(run.root), "--until", str(release)]
     return jobs.launch(run, argv + (["--fail", fail] if fail else []))
@@ -287,14 +283,20 @@ def test_jobs_cli_list_and_cancel(env):
     assert out.returncode == 0 and run.id in out.stdout and "running" in out.stdout
     out = subprocess.run(
         [sys.executable, "-m", "core", "jobs", "cancel", str(run.root)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     wait_state(run, "cancelled")
     out = subprocess.run(
         [sys.executable, "-m", "core", "jobs", "resume", str(run.root)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "no job to run" in out.stderr
 
 

@@ -29,8 +29,16 @@ def env(tmp_path, monkeypatch):
 
 def tiny_config(data: Path, size=(32, 24), **fields) -> dict:
     train, eval_ = transforms.preset("baseline", size)
-    cfg = TrainConfig(data=str(data), task="mask", epochs=1, batch_size=16, img_size=list(size),
-                      train_spec=train, eval_spec=eval_, **fields)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(data),
+        task="mask",
+        epochs=1,
+        batch_size=16,
+        img_size=list(size),
+        train_spec=train,
+        eval_spec=eval_,
+        **fields,
+    )
     return {**cfg.to_dict(), "kind": "train"}
 
 

@@ -54,7 +54,7 @@ def test_cli_writes_a_ranked_spreadsheet_safe_csv(tmp_path, capsys):
     assert main(["label-issues", "--run", str(run.root), "--out", str(out), "--top", "2"]) == 0
     rows = list(csv.reader(out.open()))
     assert rows[0][:4] == ["path", "label", "suggested", "score"]
-    assert rows[1][0] == "'=HYPERLINK(\"http://evil\",\"x\")"  # neutralised, and ranked first
+    assert rows[1][0] == '\'=HYPERLINK("http://evil","x")'  # neutralised, and ranked first
     assert rows[1][1:3] == ["0", "1"]
     assert [float(r[3]) for r in rows[1:]] == sorted((float(r[3]) for r in rows[1:]), reverse=True)
     text_cells = [cell for row in rows for cell in row if not is_number(cell)]
@@ -68,8 +68,11 @@ def test_cli_reports_a_run_without_predictions_in_one_line(tmp_path):
     write_config(run, {"kind": "train", "task": "class", "classes": ["a", "b"]})
     proc = subprocess.run(
         [sys.executable, "-m", "core", "label-issues", "--run", str(run.root), "--out", str(tmp_path / "x.csv")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and "no predictions" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -89,7 +92,9 @@ def noisy_demo(tmp_path_factory):
     from core.data import demo
 
     base = tmp_path_factory.mktemp("noisy")
-    root = demo.generate(base / "demo", people=40, eval_people=1, seed=0, label_noise=0.1, truth=base / "truth.csv", workers=1)
+    root = demo.generate(
+        base / "demo", people=40, eval_people=1, seed=0, label_noise=0.1, truth=base / "truth.csv", workers=1
+    )
     truth = pd.read_csv(base / "truth.csv")
     return root, truth
 
@@ -153,8 +158,16 @@ def test_kfold_gives_every_training_image_one_out_of_sample_prediction(demo_root
 
     monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
     train_spec, eval_spec = transforms.preset("baseline", (32, 24))
-    cfg = TrainConfig(data=str(demo_root), img_size=[32, 24], train_spec=train_spec, eval_spec=eval_spec,
-                      batch_size=16, max_steps=2, warmup_steps=0, log_every=1)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(demo_root),
+        img_size=[32, 24],
+        train_spec=train_spec,
+        eval_spec=eval_spec,
+        batch_size=16,
+        max_steps=2,
+        warmup_steps=0,
+        log_every=1,
+    )
     run = runs.create_run_folder(tmp_path / "models", "base")
     runs.write_config(run, {**cfg.to_dict(), "kind": "train"})
     out = tmp_path / "issues.csv"

@@ -123,8 +123,15 @@ def test_a_submission_written_by_predict_out_is_listed_with_its_run(env, demo_ro
 
     torch.set_num_threads(1)
     train, eval_ = transforms.preset("baseline", (32, 24))
-    cfg = TrainConfig(data=str(demo_root), task="class", max_steps=2, batch_size=16, img_size=[32, 24],
-                      train_spec=train, eval_spec=eval_)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(demo_root),
+        task="class",
+        max_steps=2,
+        batch_size=16,
+        img_size=[32, 24],
+        train_spec=train,
+        eval_spec=eval_,
+    )
     run = runs.create_run_folder(env / "models", "tiny")
     runs.write_config(run, {**cfg.to_dict(), "kind": "train"})
 

@@ -153,8 +153,16 @@ def test_freed_memory_is_kept_on_linux():
 
 
 def test_the_whole_zoo_is_accepted_by_name_and_typos_get_suggestions():
-    for name in ("regnet_y_400mf", "efficientnet_v2_s", "vit_b_16", "swin_t", "timm:resnet10t",
-                 "timm:efficientnet_b3.ra2_in1k", "timm:convnext_tiny.fb_in22k", *models.MODEL_NAMES):  # fmt: skip
+    for name in (
+        "regnet_y_400mf",
+        "efficientnet_v2_s",
+        "vit_b_16",
+        "swin_t",
+        "timm:resnet10t",
+        "timm:efficientnet_b3.ra2_in1k",
+        "timm:convnext_tiny.fb_in22k",
+        *models.MODEL_NAMES,
+    ):
         assert models.check_model_name(name) == name
     assert set(models.torchvision_model_names()) >= {"resnet18", "maxvit_t", "squeezenet1_0"}
     with pytest.raises(ConfigError, match="did you mean timm:resnet10t"):

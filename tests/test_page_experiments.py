@@ -92,14 +92,24 @@ def made_sweep(env: Path, demo_root: Path) -> store.SweepFolder:
     study = store.load_study(sweep)
     lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
     done = fake_run(env / "models", "trial-done", "completed")
-    study.add_trial(optuna.trial.create_trial(
-        params={"lr": 1e-3}, distributions={"lr": lr}, value=0.61, intermediate_values={0: 0.5, 1: 0.61},
-        user_attrs={"run": done.id, "run_path": str(done.root)},
-    ))  # fmt: skip
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.PRUNED, params={"lr": 0.09}, distributions={"lr": lr},
-        intermediate_values={0: 0.05}, user_attrs={"run": "trial-pruned"},
-    ))  # fmt: skip
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"lr": 1e-3},
+            distributions={"lr": lr},
+            value=0.61,
+            intermediate_values={0: 0.5, 1: 0.61},
+            user_attrs={"run": done.id, "run_path": str(done.root)},
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED,
+            params={"lr": 0.09},
+            distributions={"lr": lr},
+            intermediate_values={0: 0.05},
+            user_attrs={"run": "trial-pruned"},
+        )
+    )
     queued = fake_run(env / "models", "trial-queued", "queued", steps=0, queued_at=time.time())
     running = study.ask({"lr": lr})
     running.set_user_attr("run", queued.id)

@@ -252,10 +252,18 @@ def add_checkpoint(run, model: str = "small_cnn") -> None:
     net = models.build_model(model, 18, pretrained=False)
     spec = transforms.preset("baseline", img_size=(32, 24))[1]
     classes = tasks.task_classes("class")
-    runfolder.save_checkpoint(run.best_checkpoint, {
-        "model": net.state_dict(), "model_name": model, "task": "class", "classes": classes,
-        "img_size": [32, 24], "eval_spec": spec, "config": {"model": model},
-    })  # fmt: skip
+    runfolder.save_checkpoint(
+        run.best_checkpoint,
+        {
+            "model": net.state_dict(),
+            "model_name": model,
+            "task": "class",
+            "classes": classes,
+            "img_size": [32, 24],
+            "eval_spec": spec,
+            "config": {"model": model},
+        },
+    )
 
 
 def add_embeddings(run, frame: pd.DataFrame) -> np.ndarray:

@@ -304,8 +304,9 @@ def test_cli_submission_is_listed_and_a_recorded_score_joins_validation_and_the_
 def test_leaderboard_scatter_escapes_submission_names():
     from app import leaderboard_ui
 
-    scores = pd.DataFrame({"submission": ['<a href="http://evil.example">s</a>'], "val_f1": [0.5], "public": [0.6],
-                           "private": [None]})  # fmt: skip
+    scores = pd.DataFrame(
+        {"submission": ['<a href="http://evil.example">s</a>'], "val_f1": [0.5], "public": [0.6], "private": [None]}
+    )
     figure = leaderboard_ui.scatter_figure(scores)
     assert figure.data[0].text == ('&lt;a href="http://evil.example"&gt;s&lt;/a&gt;',)
     assert leaderboard_ui.scatter_figure(scores.assign(public=None)) is None  # nothing scored: no chart

@@ -49,8 +49,19 @@ def shown(element) -> str:
 def fake_run(models: Path, run_id: str, state: str, lr: float = 1e-3, steps: int = 40, **status) -> runs.RunFolder:
     """A run folder as a training job leaves it (no training needed to test the page)."""
     run = runs.create_run_folder(models, run_id)
-    runs.write_config(run, {"kind": "train", "model": "small_cnn", "task": "mask", "lr": lr, "batch_size": 32,
-                            "img_size": [64, 48], "train_spec": [], "eval_spec": []})  # fmt: skip
+    runs.write_config(
+        run,
+        {
+            "kind": "train",
+            "model": "small_cnn",
+            "task": "mask",
+            "lr": lr,
+            "batch_size": 32,
+            "img_size": [64, 48],
+            "train_spec": [],
+            "eval_spec": [],
+        },
+    )
     now = time.time()
     fields = {"state": state, "started_at": now - 60, "heartbeat": now, "step": steps, "total_steps": 40, "pid": None}
     runs.write_status(run, **{**fields, **status})
@@ -266,8 +277,10 @@ def test_the_form_edits_every_train_config_field(env):
     assert all(key.startswith("train_") for key in keys if key), sorted(keys)  # one style: <page>_<thing>
 
 
-@pytest.mark.parametrize(("key", "value", "field"), [("train_lr", 0.0, "lr"), ("train_batch_size", 0, "batch_size"),
-                                                       ("train_n_folds", 1, "n_folds")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [("train_lr", 0.0, "lr"), ("train_batch_size", 0, "batch_size"), ("train_n_folds", 1, "n_folds")],
+)
 def test_train_config_errors_name_the_field_and_block_the_launch(env, key, value, field):
     at = open_page()
     assert not at.error and not at.button(key="train_launch").disabled
@@ -395,8 +408,9 @@ def test_archive_hides_a_run_and_restore_shows_it_again(env):
 
 
 def test_delete_asks_first_refuses_an_active_run_and_removes_the_folder_otherwise(env):
-    active = fake_run(env / "models", "run-live", "running", pid=os.getpid(),
-                      pid_start=jobs.process_start_token(os.getpid()))  # fmt: skip
+    active = fake_run(
+        env / "models", "run-live", "running", pid=os.getpid(), pid_start=jobs.process_start_token(os.getpid())
+    )
     done = fake_run(env / "models", "run-done", "completed")
 
     at = open_page({"run": "run-live"})

@@ -59,8 +59,18 @@ def cats_and_dogs(tmp_path):
 
 def config(data) -> dict:
     train_spec, eval_spec = transforms.preset("baseline", (32, 24))
-    cfg = TrainConfig(data=str(data), train_spec=train_spec, eval_spec=eval_spec, img_size=[32, 24], batch_size=4,
-                      epochs=3, log_every=1, warmup_steps=0, device="cpu", seed=0)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(data),
+        train_spec=train_spec,
+        eval_spec=eval_spec,
+        img_size=[32, 24],
+        batch_size=4,
+        epochs=3,
+        log_every=1,
+        warmup_steps=0,
+        device="cpu",
+        seed=0,
+    )
     return {**cfg.to_dict(), "kind": "train"}
 
 
@@ -122,12 +132,21 @@ def test_config_changes_name_each_field_and_skip_the_harmless_ones():
     changed = base.replace(lr=0.1, epochs=5, workers=2, device="cpu", log_every=3, amp="bf16", compile=True, nproc=2)
     assert config_changes(saved, changed) == ["epochs 3 → 5", "lr 0.003 → 0.1"]  # where and how fast: accepted
     assert config_changes(saved, base.replace(freeze_epochs=2, ema_decay=0.99)) == [
-        "ema_decay 0.0 → 0.99", "freeze_epochs -1 → 2"
-    ]  # fmt: skip
+        "ema_decay 0.0 → 0.99",
+        "freeze_epochs -1 → 2",
+    ]
     older = {k: v for k, v in saved.items() if k not in ("freeze_epochs", "backbone_lr_mult", "ema_decay")}
     assert config_changes(older, base) == []  # a checkpoint from before the fine-tuning fields: their defaults
-    flipped = TrainConfig.from_dict({**saved, "train_spec": [*saved["train_spec"][:1],
-                                                             {"op": "RandomHorizontalFlip", "p": 0.5}, *saved["train_spec"][1:]]})  # fmt: skip
+    flipped = TrainConfig.from_dict(
+        {
+            **saved,
+            "train_spec": [
+                *saved["train_spec"][:1],
+                {"op": "RandomHorizontalFlip", "p": 0.5},
+                *saved["train_spec"][1:],
+            ],
+        }
+    )
     assert config_changes(saved, flipped) == ["train_spec changed"]
     assert config_changes({**saved, "lr": 3e-3 * 1}, base) == []
     with pytest.raises(RunError, match=r"3 → 2 classes; added none, removed \['c'\]"):

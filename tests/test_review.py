@@ -170,7 +170,7 @@ def test_label_errors_for_a_plain_task_are_image_level():
 
 
 def test_issues_csv_neutralises_formulas():
-    frame = frame_from([0, 1], one_hot_ish([1, 1], 2, [0.9, 0.9]), paths=["=HYPERLINK(\"http://x\")", "ok.jpg"])
+    frame = frame_from([0, 1], one_hot_ish([1, 1], 2, [0.9, 0.9]), paths=['=HYPERLINK("http://x")', "ok.jpg"])
     issues = review.suspected_label_errors(frame, ["=cmd|' /C calc'!A0", "b"], task="class")
     text = review.issues_csv(issues)
     assert text.splitlines()[0].startswith("path,label,suggested,score")
@@ -254,7 +254,9 @@ def test_damaged_predictions_are_a_run_error(tmp_path):
     run.val_predictions.write_bytes(b"PAR1 not parquet")
     with pytest.raises(RunError, match="not a readable predictions file"):
         review.run_predictions(run.root)
-    write_predictions(run.val_predictions, pd.DataFrame({"path": ["x"], "label": [0], "pred": [5], "p0": [1.0], "p1": [0.0]}))
+    write_predictions(
+        run.val_predictions, pd.DataFrame({"path": ["x"], "label": [0], "pred": [5], "p0": [1.0], "p1": [0.0]})
+    )
     with pytest.raises(RunError, match="column pred holds values outside the 2 classes"):
         review.run_predictions(run.root)
     write_predictions(run.val_predictions, pd.DataFrame({"path": ["x"], "label": [0]}))

@@ -56,8 +56,11 @@ def assert_same_index(got: datasets.DatasetIndex, want: datasets.DatasetIndex) -
     assert got.classes == want.classes
     assert got.problems == want.problems and got.more_problems == want.more_problems
     assert (got.root, got.format, got.manifest, got.has_attributes) == (
-        want.root, want.format, want.manifest, want.has_attributes,
-    )  # fmt: skip
+        want.root,
+        want.format,
+        want.manifest,
+        want.has_attributes,
+    )
     assert (got.eval is None) == (want.eval is None)
     if want.eval is not None:
         pd.testing.assert_frame_equal(got.eval.frame, want.eval.frame)
@@ -283,8 +286,9 @@ def test_a_name_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path):
         index = datasets.scan(root, use_index=True, index_dir=index_dir)
         assert len(index.frame) == 6
         assert {(p.kind, p.path) for p in index.problems if p.kind == "bad_name"} == {
-            ("bad_name", "cat/caf\\xe9.jpg"), ("bad_name", "\\xe9t\\xe9"),
-        }  # fmt: skip
+            ("bad_name", "cat/caf\\xe9.jpg"),
+            ("bad_name", "\\xe9t\\xe9"),
+        }
     assert_same_index(index, datasets.scan(root))
     with pytest.raises(DatasetError, match="not valid UTF-8"):
         datasets.scan(root / os.fsdecode(b"\xe9t\xe9"))

@@ -54,7 +54,7 @@ def test_read_json_tolerates_missing_and_half_written(tmp_path):
 
 @pytest.mark.parametrize(
     ("cell", "safe"),
-    [("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"), ("+1", "'+1"), ("-2", "'-2"), ("@SUM", "'@SUM"), ("ok", "ok"), (3, 3)],
+    [('=HYPERLINK("x")', '\'=HYPERLINK("x")'), ("+1", "'+1"), ("-2", "'-2"), ("@SUM", "'@SUM"), ("ok", "ok"), (3, 3)],
 )
 def test_spreadsheet_safe(cell, safe):
     assert fsutil.spreadsheet_safe(cell) == safe
@@ -136,8 +136,11 @@ def test_predictions_round_trip(tmp_path):
 def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "core", "scan", str(tmp_path / "does-not-exist")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

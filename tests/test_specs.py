@@ -151,8 +151,12 @@ def test_a_spec_round_trips_and_is_equal_and_hashed_by_content():
     assert as_spec(spec) is spec and TransformSpec.parse(spec) is spec
     assert spec[1:] == TransformSpec.parse(CROP_SPEC[1:]) and spec.ops() == ["CenterCrop", "Resize", "Normalize"]
     # a step reads like its JSON and equals the plain dict with the same content
-    assert isinstance(spec[1], Step) and spec[1] == {"op": "Resize", "size": [16, 12], "interpolation": "bilinear",
-                                                     "antialias": True}  # fmt: skip
+    assert isinstance(spec[1], Step) and spec[1] == {
+        "op": "Resize",
+        "size": [16, 12],
+        "interpolation": "bilinear",
+        "antialias": True,
+    }
     assert spec[1] != {"op": "Resize", "size": [16, 13], "interpolation": "bilinear", "antialias": True}
     # validated steps can go back into a raw spec
     grown = TransformSpec.parse([*spec[:2], {"op": "RandomHorizontalFlip"}, spec[2]])
@@ -253,8 +257,16 @@ def test_a_run_with_an_invalid_eval_spec_in_its_checkpoint_is_refused_by_name(tm
     net = models.build_model("small_cnn", len(classes), pretrained=False)
     run = runs.create_run_folder(tmp_path, run_id="bad")
     runs.write_config(run, {"kind": "imported", "model": "small_cnn", "task": "class", "classes": classes})
-    runs.save_checkpoint(run.best_checkpoint, {"model": net.state_dict(), "model_name": "small_cnn", "task": "class",
-                                               "classes": classes, "eval_spec": [{"op": "Resise"}]})  # fmt: skip
+    runs.save_checkpoint(
+        run.best_checkpoint,
+        {
+            "model": net.state_dict(),
+            "model_name": "small_cnn",
+            "task": "class",
+            "classes": classes,
+            "eval_spec": [{"op": "Resise"}],
+        },
+    )
     with pytest.raises(CheckpointError, match=r"best.pt: eval_spec: step 1: unknown op 'Resise'"):
         infer.load_run(run.root, device="cpu")
 

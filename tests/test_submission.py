@@ -59,17 +59,47 @@ def test_valid_file_passes(info_csv, tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param("ImageID,ans\n" + "".join(f"{i},1\n" for i in IDS[:-1]), ["has 4 rows but info.csv has 5", "1 ImageID(s) of info.csv are missing"], id="missing-row"),
-        pytest.param("ImageID,ans\n" + "".join(f"{i},1\n" for i in [IDS[1], IDS[0], *IDS[2:]]), ["not in info.csv's order", "row 1"], id="reordered"),
-        pytest.param(",ImageID,ans\n" + "".join(f"{k},{i},1\n" for k, i in enumerate(IDS)), ["extra column", "index=False"], id="index-column"),
-        pytest.param("ImageID,ans,prob\n" + "".join(f"{i},1,0.5\n" for i in IDS), ["extra column(s) 'prob'"], id="extra-column"),
+        pytest.param(
+            "ImageID,ans\n" + "".join(f"{i},1\n" for i in IDS[:-1]),
+            ["has 4 rows but info.csv has 5", "1 ImageID(s) of info.csv are missing"],
+            id="missing-row",
+        ),
+        pytest.param(
+            "ImageID,ans\n" + "".join(f"{i},1\n" for i in [IDS[1], IDS[0], *IDS[2:]]),
+            ["not in info.csv's order", "row 1"],
+            id="reordered",
+        ),
+        pytest.param(
+            ",ImageID,ans\n" + "".join(f"{k},{i},1\n" for k, i in enumerate(IDS)),
+            ["extra column", "index=False"],
+            id="index-column",
+        ),
+        pytest.param(
+            "ImageID,ans,prob\n" + "".join(f"{i},1,0.5\n" for i in IDS), ["extra column(s) 'prob'"], id="extra-column"
+        ),
         pytest.param(good_text((0, 18, 4, 9, 12)), ["outside 0..17", "row 2", "18"], id="value-18"),
         pytest.param(good_text((0, 1.5, 4, "x", 12)), ["2 ans value(s) are not integers"], id="not-integer"),
         pytest.param(good_text((0, -1, 4, 9, 12)), ["not integers"], id="negative"),
-        pytest.param(good_text().replace("ImageID", "ImageId", 1), ["header is 'ImageId,ans'", "missing column(s): ImageID"], id="header-typo"),
-        pytest.param("ans,ImageID\n" + "".join(f"1,{i}\n" for i in IDS), ["columns are in the order 'ans,ImageID'"], id="swapped-columns"),
-        pytest.param("ImageID,ans\n" + "".join(f"{i},1\n" for i in [*IDS[:-1], IDS[0]]), ["appear more than once", "missing"], id="duplicate"),
-        pytest.param("ImageID,ans\n" + "".join(f"{i},1\n" for i in [*IDS[:-1], "f" * 40 + ".jpg"]), ["not in info.csv"], id="unknown-id"),
+        pytest.param(
+            good_text().replace("ImageID", "ImageId", 1),
+            ["header is 'ImageId,ans'", "missing column(s): ImageID"],
+            id="header-typo",
+        ),
+        pytest.param(
+            "ans,ImageID\n" + "".join(f"1,{i}\n" for i in IDS),
+            ["columns are in the order 'ans,ImageID'"],
+            id="swapped-columns",
+        ),
+        pytest.param(
+            "ImageID,ans\n" + "".join(f"{i},1\n" for i in [*IDS[:-1], IDS[0]]),
+            ["appear more than once", "missing"],
+            id="duplicate",
+        ),
+        pytest.param(
+            "ImageID,ans\n" + "".join(f"{i},1\n" for i in [*IDS[:-1], "f" * 40 + ".jpg"]),
+            ["not in info.csv"],
+            id="unknown-id",
+        ),
     ],
 )
 def test_validator_names_each_broken_file(info_csv, tmp_path, text, expected):

@@ -39,8 +39,16 @@ def env(tmp_path, monkeypatch):
 
 def base_config(data: Path, **fields) -> dict:
     train, eval_ = transforms.preset("baseline", (32, 24))
-    return {"data": str(data), "task": "mask", "epochs": 1, "batch_size": 16, "img_size": [32, 24],
-            "train_spec": train, "eval_spec": eval_, **fields}  # fmt: skip
+    return {
+        "data": str(data),
+        "task": "mask",
+        "epochs": 1,
+        "batch_size": 16,
+        "img_size": [32, 24],
+        "train_spec": train,
+        "eval_spec": eval_,
+        **fields,
+    }
 
 
 def make_plan(env: Path, data: Path, **fields) -> Path:
@@ -125,8 +133,11 @@ def test_plan_values_become_valid_trial_configs(env, demo_root, capsys):
 def test_figures_come_from_the_study(env, demo_root):
     import optuna
 
-    sweep = store.create_sweep(plan.load_plan(make_plan(env, demo_root, space={"lr": {"low": 1e-4, "high": 1e-1, "log": True},
-                                                                                "batch_size": [8, 16]})))  # fmt: skip
+    sweep = store.create_sweep(
+        plan.load_plan(
+            make_plan(env, demo_root, space={"lr": {"low": 1e-4, "high": 1e-1, "log": True}, "batch_size": [8, 16]})
+        )
+    )
     with pytest.raises(RunError, match="this plot needs at least 1"):
         figures.parallel_coordinates(sweep)
     study = store.load_study(sweep)
@@ -158,8 +169,11 @@ def test_grid_sweep_run_by_two_workers_trains_each_point_once(env, demo_root, ca
     trials = status["trials"]
     assert [t["state"] for t in trials] == ["completed"] * 4 and status["finished"] == 4
     assert sorted((t["params"]["lr"], t["params"]["batch_size"]) for t in trials) == [
-        (0.001, 8), (0.001, 16), (0.003, 8), (0.003, 16)
-    ]  # fmt: skip
+        (0.001, 8),
+        (0.001, 16),
+        (0.003, 8),
+        (0.003, 16),
+    ]
     made = trial_runs(env)
     assert sorted(r.id for r in made) == sorted(t["run"] for t in trials)  # one run per trial, no repeats
     for t in trials:
@@ -177,11 +191,19 @@ def test_grid_sweep_run_by_two_workers_trains_each_point_once(env, demo_root, ca
 def test_median_pruner_prunes_the_trial_with_an_absurd_learning_rate(env, demo_root, capsys):
     # Seed 2 draws lr 0.003 for trial 0 and 10 for trial 1: trial 1's validation loss after its first
     # epoch (about 1e5) is far above trial 0's (about 1), so the median pruner stops it.
-    sweep_id = create(capsys, make_plan(
-        env, demo_root, space={"lr": [0.003, 10.0]}, seed=2, trials=2, metric="val_loss",
-        pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-        base=base_config(demo_root, epochs=25),
-    ))  # fmt: skip
+    sweep_id = create(
+        capsys,
+        make_plan(
+            env,
+            demo_root,
+            space={"lr": [0.003, 10.0]},
+            seed=2,
+            trials=2,
+            metric="val_loss",
+            pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+            base=base_config(demo_root, epochs=25),
+        ),
+    )
     assert main(["sweep", "run", sweep_id, "--poll", "0.2"]) == 0
     trials = {t["params"]["lr"]: t for t in status_json(capsys, sweep_id)["trials"]}
     assert set(trials) == {0.003, 10.0}
@@ -228,8 +250,13 @@ def test_a_killed_worker_leaves_the_sweep_resumable(env, demo_root, capsys):
     sweep_id = create(capsys, make_plan(env, demo_root, trials=1))
     sweep = store.open_sweep(sweep_id)
     command = [sys.executable, "-m", "core", "sweep"]
-    first = subprocess.Popen([*command, "worker", sweep_id, "--poll", "0.2"], cwd=REPO_ROOT, env=dict(os.environ),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = subprocess.Popen(
+        [*command, "worker", sweep_id, "--poll", "0.2"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         lost = wait_until(lambda: [t for t in store.trial_rows(sweep) if t["run"]], timeout=300, what="a trial run")[0]
     finally:
@@ -237,8 +264,14 @@ def test_a_killed_worker_leaves_the_sweep_resumable(env, demo_root, capsys):
         first.wait()
     assert store.trial_rows(sweep)[0]["state"] == "running"  # Optuna still thinks it runs
 
-    resumed = subprocess.Popen([*command, "run", sweep_id, "--poll", "0.2"], cwd=REPO_ROOT, env=dict(os.environ),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    resumed = subprocess.Popen(
+        [*command, "run", sweep_id, "--poll", "0.2"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_until(lambda: store.trial_rows(sweep)[0]["state"] == "interrupted", timeout=300, what="the lost trial")
         release.touch()

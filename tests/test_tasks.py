@@ -113,9 +113,13 @@ def _encodes(node: ast.AST) -> bool:
 def _decodes_gender(node: ast.AST) -> bool:
     """``(label // 3) % 2``: the gender digit of the encoding."""
     return (
-        isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and _is_int(node.right, 2)
-        and isinstance(node.left, ast.BinOp) and isinstance(node.left.op, ast.FloorDiv) and _is_int(node.left.right, 3)
-    )  # fmt: skip
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Mod)
+        and _is_int(node.right, 2)
+        and isinstance(node.left, ast.BinOp)
+        and isinstance(node.left.op, ast.FloorDiv)
+        and _is_int(node.left.right, 3)
+    )
 
 
 def _task_list(node: ast.AST) -> bool:

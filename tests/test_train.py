@@ -64,7 +64,9 @@ def small_specs(h: int, w: int, flip: bool = False) -> dict:
 def metric_curve(run: runs.RunFolder) -> list[dict]:
     """metrics.jsonl without the wall-clock figures (images_per_s, threads), for exact comparison."""
     frame = runs.read_metrics(run).drop(columns=["images_per_s", "threads"], errors="ignore")
-    return [{k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))} for row in frame.to_dict("records")]
+    return [
+        {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))} for row in frame.to_dict("records")
+    ]
 
 
 # ---- config -----------------------------------------------------------------------------------------
@@ -256,8 +258,19 @@ def test_short_cpu_run_learns_the_mask_state(demo40, tmp_path):
     # Chance: always predicting "wear" (5 of 7 photos) has accuracy 0.71 but macro F1 0.28, and
     # guessing has macro F1 ~ 1/3. Macro F1 >= 0.6 over the three mask states needs the two minority
     # states recognised well above chance, which the majority trick cannot give (typically ~0.8 here).
-    run = make_run(tmp_path / "models", "learn", data=str(demo40), task="mask", **small_specs(64, 48),
-                   batch_size=32, max_steps=60, lr=3e-3, balanced_sampling=True, log_every=5, warmup_steps=5)  # fmt: skip
+    run = make_run(
+        tmp_path / "models",
+        "learn",
+        data=str(demo40),
+        task="mask",
+        **small_specs(64, 48),
+        batch_size=32,
+        max_steps=60,
+        lr=3e-3,
+        balanced_sampling=True,
+        log_every=5,
+        warmup_steps=5,
+    )
     ctx = Ctx()
     run_training(run, ctx)
 
@@ -296,8 +309,15 @@ def test_short_cpu_run_learns_the_mask_state(demo40, tmp_path):
 
 def test_resume_after_cancel_continues_the_same_curve(demo_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_TRAIN_THREADS", "1")  # bit-exact needs one fixed thread count
-    fields = dict(data=str(demo_root), task="mask", **small_specs(32, 24, flip=True), batch_size=16,
-                  max_steps=12, log_every=2, warmup_steps=2)  # fmt: skip
+    fields = dict(
+        data=str(demo_root),
+        task="mask",
+        **small_specs(32, 24, flip=True),
+        batch_size=16,
+        max_steps=12,
+        log_every=2,
+        warmup_steps=2,
+    )
     straight = make_run(tmp_path / "models", "straight", **fields)
     run_training(straight, Ctx())
     assert set(runs.read_metrics(straight)["threads"].dropna()) == {1}
@@ -346,8 +366,9 @@ def test_missing_pretrained_weights_fail_the_run_before_any_work(demo_root, tmp_
     before = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     try:
-        run = make_run(tmp_path / "models", "pre", data=str(demo_root), model="resnet18", pretrained=True,
-                       **small_specs(32, 24))  # fmt: skip
+        run = make_run(
+            tmp_path / "models", "pre", data=str(demo_root), model="resnet18", pretrained=True, **small_specs(32, 24)
+        )
         with pytest.raises(CheckpointError, match=r"resnet18-f37072fd\.pth.*hub/checkpoints"):
             run_training(run, Ctx())
     finally:
@@ -360,8 +381,9 @@ def test_a_class_folder_run_records_and_reviews_its_class_names(tmp_path):
 
     for name in ("cats", "dogs", "owls"):
         write_images(tmp_path / "pets" / name, n=8)
-    run = make_run(tmp_path / "models", "pets", data=str(tmp_path / "pets"), epochs=1, batch_size=8,
-                   **small_specs(32, 24))  # fmt: skip
+    run = make_run(
+        tmp_path / "models", "pets", data=str(tmp_path / "pets"), epochs=1, batch_size=8, **small_specs(32, 24)
+    )
     run_training(run, Ctx())
     assert runs.read_config(run)["classes"] == ["cats", "dogs", "owls"]
     _, classes, task = review.run_predictions(run)
@@ -374,8 +396,9 @@ def test_the_best_epoch_saves_the_validation_embeddings(tmp_path):
 
     for name in ("cats", "dogs"):
         write_images(tmp_path / "pets" / name, n=10)
-    run = make_run(tmp_path / "models", "emb", data=str(tmp_path / "pets"), epochs=2, batch_size=8,
-                   **small_specs(32, 24))  # fmt: skip
+    run = make_run(
+        tmp_path / "models", "emb", data=str(tmp_path / "pets"), epochs=2, batch_size=8, **small_specs(32, 24)
+    )
     run_training(run, Ctx())
     features, frame = embeddings.load_embeddings(run.root)
     predictions = runs.read_predictions(run.val_predictions)

@@ -33,8 +33,12 @@ def test_train_command_runs_a_job_to_completion_in_a_new_run_folder(demo_root, t
     folder = tmp_path / "models" / "cli-run"
     proc = subprocess.run(
         [sys.executable, "-m", "core", "train", "--run", str(folder), "--data", str(demo_root), *TINY],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     run = runs.open_run(folder)
     assert runs.read_status(run)["state"] == "completed"

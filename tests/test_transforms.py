@@ -83,7 +83,12 @@ def test_every_op_accepts_pil_and_numpy_input_alike(name):
 
 
 def test_output_size_follows_resizes_crops_and_padding():
-    spec = [{"op": "CenterCrop", "size": [320, 256]}, {"op": "Pad", "padding": 8}, RESIZE, {"op": "RandomCrop", "size": 64}]
+    spec = [
+        {"op": "CenterCrop", "size": [320, 256]},
+        {"op": "Pad", "padding": 8},
+        RESIZE,
+        {"op": "RandomCrop", "size": 64},
+    ]
     assert T.output_size(spec) == (64, 64)
     assert T.output_size([{"op": "Pad", "padding": 4}], (10, 20)) == (18, 28)
     assert T.output_size([], (10, 20)) == (10, 20)
@@ -98,7 +103,10 @@ def test_validate_fills_defaults_and_expands_scalars():
     assert spec[1]["size"] == [100, 100]
     assert T.validate_spec({"steps": [RESIZE]}) == T.validate_spec([RESIZE])
     # translate is [horizontal, vertical], not a range: any order is fine
-    assert T.validate_spec([{"op": "RandomAffine", "degrees": 0, "translate": [0.2, 0.05]}])[0]["translate"] == [0.2, 0.05]
+    assert T.validate_spec([{"op": "RandomAffine", "degrees": 0, "translate": [0.2, 0.05]}])[0]["translate"] == [
+        0.2,
+        0.05,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -118,10 +126,16 @@ def test_validate_fills_defaults_and_expands_scalars():
         ([{"op": "RandomHorizontalFlip", "p": "half"}], ["step 1 (RandomHorizontalFlip)", "p", "a number"]),
         ([{"op": "RandomHorizontalFlip", "p": True}], ["step 1 (RandomHorizontalFlip)", "p", "a number"]),
         ([{"op": "Resize", "size": [8, 8], "antialias": 1}], ["step 1 (Resize)", "antialias", "true or false"]),
-        ([{"op": "Resize", "size": [8, 8], "interpolation": "cubic"}], ["step 1 (Resize)", "interpolation", "bilinear"]),
+        (
+            [{"op": "Resize", "size": [8, 8], "interpolation": "cubic"}],
+            ["step 1 (Resize)", "interpolation", "bilinear"],
+        ),
         ([{"op": "RandAugment", "num_ops": 2.5}], ["step 1 (RandAugment)", "num_ops", "whole number"]),
         ([{"op": "RandAugment", "magnitude": 40}], ["step 1 (RandAugment)", "magnitude", "below num_magnitude_bins"]),
-        ([{"op": "RandomResizedCrop", "size": [8, 8], "scale": [0.9, 0.1]}], ["RandomResizedCrop", "scale", "low <= high"]),
+        (
+            [{"op": "RandomResizedCrop", "size": [8, 8], "scale": [0.9, 0.1]}],
+            ["RandomResizedCrop", "scale", "low <= high"],
+        ),
         ([{"op": "RandomResizedCrop", "size": [8, 8], "scale": [0.5, 2.0]}], ["RandomResizedCrop", "scale", "between"]),
         ([{"op": "Normalize", "mean": [0.5, 0.5], "std": [1, 1, 1]}], ["step 1 (Normalize)", "mean", "three numbers"]),
         ([{"op": "Normalize", "mean": [0.5] * 3, "std": [0, 1, 1]}], ["step 1 (Normalize)", "std", "between"]),
@@ -212,7 +226,12 @@ def test_deterministic_prefix_then_rest_equals_the_whole_pipeline(name):
 
 
 def test_prefix_stops_at_the_first_random_or_colour_step():
-    spec = [RESIZE, {"op": "RandomHorizontalFlip", "p": 1.0}, {"op": "RandomCrop", "size": 64}, {"op": "Pad", "padding": 1}]
+    spec = [
+        RESIZE,
+        {"op": "RandomHorizontalFlip", "p": 1.0},
+        {"op": "RandomCrop", "size": 64},
+        {"op": "Pad", "padding": 1},
+    ]
     prefix, rest = T.split_deterministic_prefix(spec)
     assert [s["op"] for s in prefix] == ["Resize", "RandomHorizontalFlip"]
     assert [s["op"] for s in rest] == ["RandomCrop", "Pad"]
@@ -360,11 +379,16 @@ def test_normalize_differences_are_reported():
         ({"op": "Grayscale"}, "training always turns the image grey (Grayscale); evaluation does not"),
         ({"op": "RandomGrayscale", "p": 1.0}, "training always turns the image grey (RandomGrayscale)"),
         ({"op": "RandomEqualize", "p": 1.0}, "training always equalizes the histogram (RandomEqualize)"),
-        ({"op": "RandomHorizontalFlip", "p": 1.0}, "training always mirrors the image left-right (RandomHorizontalFlip)"),
+        (
+            {"op": "RandomHorizontalFlip", "p": 1.0},
+            "training always mirrors the image left-right (RandomHorizontalFlip)",
+        ),
     ],
 )
 def test_a_change_applied_always_in_training_only_is_reported(step, words):
-    assert T.check_pair([step, RESIZE], [RESIZE]) == [words + ("" if words.endswith("does not") else "; evaluation does not")]
+    assert T.check_pair([step, RESIZE], [RESIZE]) == [
+        words + ("" if words.endswith("does not") else "; evaluation does not")
+    ]
 
 
 def test_an_always_on_change_present_on_both_sides_is_fine():

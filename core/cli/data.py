@@ -27,9 +27,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     scan.add_argument("--verify", action="store_true", help="also decode every image fully (slower; shows progress)")
     scan.add_argument(
-        "--rescan", action="store_true",
+        "--rescan",
+        action="store_true",
         help="ignore the stored index and read every folder again (after files were replaced in place)",
-    )  # fmt: skip
+    )
     scan.set_defaults(func=run_scan)
 
 

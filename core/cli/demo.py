@@ -19,17 +19,22 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--eval-people", type=int, default=200, help="eval people, 7 photos each (default 200)")
     cmd.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     cmd.add_argument(
-        "--label-noise", type=float, default=0.0, metavar="RATE",
+        "--label-noise",
+        type=float,
+        default=0.0,
+        metavar="RATE",
         help="share of training photos given a wrong label, e.g. 0.01 (default 0)",
-    )  # fmt: skip
+    )
     cmd.add_argument(
-        "--truth", metavar="FILE",
+        "--truth",
+        metavar="FILE",
         help="write the planted label errors here (CSV), and the eval set's labels to FILE's <stem>_eval.csv",
-    )  # fmt: skip
+    )
     cmd.add_argument(
-        "--plant-issues", action="store_true",
+        "--plant-issues",
+        action="store_true",
         help="also plant known duplicates, near duplicates, dark, bright and blurred photos (listed in OUT/plants.csv)",
-    )  # fmt: skip
+    )
     cmd.add_argument("--workers", type=int, default=None, help="drawing processes (default: CPU count)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     cmd.set_defaults(func=run_demo_data)
@@ -50,9 +55,15 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
     try:
         out = demo.generate(
-            args.out, people=args.people, eval_people=args.eval_people, seed=args.seed,
-            label_noise=args.label_noise, truth=args.truth, progress=progress, workers=args.workers,
-        )  # fmt: skip
+            args.out,
+            people=args.people,
+            eval_people=args.eval_people,
+            seed=args.seed,
+            label_noise=args.label_noise,
+            truth=args.truth,
+            progress=progress,
+            workers=args.workers,
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -53,9 +53,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dups.add_argument("data", metavar="DATA", help="folder of images (any layout)")
     dups.add_argument("--out", required=True, help="CSV file to write (atomically)")
     dups.add_argument(
-        "--near-distance", type=float, default=None, metavar="D",
+        "--near-distance",
+        type=float,
+        default=None,
+        metavar="D",
         help="largest thumbnail distance still called near (default 5; 0 lists exact duplicates only)",
-    )  # fmt: skip
+    )
     dups.set_defaults(func=duplicates_command)
 
     quality = sub.add_parser(

@@ -66,12 +66,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     bar, progress = _tqdm_progress()
     try:
-        summary = infer.predict_to_files(args.run, args.data, args.out, tta=args.tta, batch_size=args.batch_size,
-                                         device=args.device, progress=progress)  # fmt: skip
+        summary = infer.predict_to_files(
+            args.run,
+            args.data,
+            args.out,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=progress,
+        )
     finally:
         bar.close()
-    print(f"wrote {args.out}: {summary['images']} images, {summary['images_per_s']} images/s, "
-          f"validator: {'valid' if summary['validator']['valid'] else 'INVALID'}")  # fmt: skip
+    print(
+        f"wrote {args.out}: {summary['images']} images, {summary['images_per_s']} images/s, "
+        f"validator: {'valid' if summary['validator']['valid'] else 'INVALID'}"
+    )
     return 0
 
 
@@ -89,9 +98,15 @@ def _predict_job(folder: Path, batch_size: int, device: str | None) -> int:
                 raise jobs.JobCancelled()
 
         try:
-            summary = infer.predict_to_files(config["runs"], config["data"], folder / predjobs.SUBMISSION_FILE,
-                                             tta=config["tta"], batch_size=batch_size, device=device,
-                                             progress=progress)  # fmt: skip
+            summary = infer.predict_to_files(
+                config["runs"],
+                config["data"],
+                folder / predjobs.SUBMISSION_FILE,
+                tta=config["tta"],
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
         except infer.EvalImagesError as err:
             # status.json keeps one line; the page lists every image from this file
             atomic_write_json(folder / predjobs.IMAGE_PROBLEMS_FILE, {"images": err.images})

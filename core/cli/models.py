@@ -25,13 +25,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--filter", default="", metavar="TEXT", help="only names containing TEXT (case-insensitive)")
-    p.add_argument("--source", action="append", choices=("builtin", "torchvision", "timm"),
-                   help="only this source (repeatable; default all)")  # fmt: skip
+    p.add_argument(
+        "--source",
+        action="append",
+        choices=("builtin", "torchvision", "timm"),
+        help="only this source (repeatable; default all)",
+    )
     p.add_argument("--facts", action="store_true", help="also parameters and GFLOPs (builds each model)")
     p.add_argument("--measure", action="store_true", help="also training/inference images/s on this machine")
     p.add_argument("--preprocessing", action="store_true", help="also the pretrained weights' input pipeline")
-    p.add_argument("--size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"),
-                   help="image size for --facts and --measure (default 224 224)")  # fmt: skip
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=[224, 224],
+        metavar=("H", "W"),
+        help="image size for --facts and --measure (default 224 224)",
+    )
     p.add_argument("--classes", type=int, default=1000, help="head size for --facts (default 1000, as ImageNet)")
     p.add_argument("--batch-size", type=int, default=16, dest="batch_size", help="batch for --measure (default 16)")
     p.set_defaults(func=run_models)

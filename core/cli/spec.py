@@ -11,7 +11,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "check-spec",
         help="report how evaluation images would differ from training (exit 1 if they do)",
         description=(
-            "Check a train/eval pair of transform specs (JSON lists of {\"op\": ..., params}). Prints one "
+            'Check a train/eval pair of transform specs (JSON lists of {"op": ..., params}). Prints one '
             "finding per line and exits 1 when there is any, 0 when the pair matches, 2 when a file is "
             "not a valid spec."
         ),
@@ -19,9 +19,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("train", help="the training spec (JSON file), or a saved pair file when EVAL is left out")
     parser.add_argument("eval", nargs="?", help="the evaluation/inference spec (JSON file)")
     parser.add_argument(
-        "--input-size", nargs=2, type=int, default=[512, 384], metavar=("H", "W"),
+        "--input-size",
+        nargs=2,
+        type=int,
+        default=[512, 384],
+        metavar=("H", "W"),
         help="size of the input photos the crops are simulated on (default 512 384)",
-    )  # fmt: skip
+    )
     parser.set_defaults(func=run_check_spec)
 
 

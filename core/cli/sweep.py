@@ -105,9 +105,12 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, default=str))
         return 0
     best = status["best"]
-    print(f"{status['id']} ({status['name']}): {status['finished']}/{status['budget']} trials finished, "
-          f"{status['sampler']} sampler, {status['metric']} {status['direction']}"
-          + (", cancelled" if status["cancelled"] else "") + f", {len(status['workers'])} worker(s) here")  # fmt: skip
+    print(
+        f"{status['id']} ({status['name']}): {status['finished']}/{status['budget']} trials finished, "
+        f"{status['sampler']} sampler, {status['metric']} {status['direction']}"
+        + (", cancelled" if status["cancelled"] else "")
+        + f", {len(status['workers'])} worker(s) here"
+    )
     if best:
         print(f"best: trial {best['number']} {status['metric']} {best['value']:.4f} run {best['run']}")
     for row in status["trials"]:

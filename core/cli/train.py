@@ -52,15 +52,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, help="start from ImageNet weights")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", type=int, dest="max_steps", help="optimizer steps instead of epochs (0 = epochs)")
-    p.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"), dest="img_size",
-                   help="model input size; also sets the final Resize of both transform specs")  # fmt: skip
+    p.add_argument(
+        "--img-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        dest="img_size",
+        help="model input size; also sets the final Resize of both transform specs",
+    )
     p.add_argument("--batch-size", type=int, dest="batch_size", help="the global batch (split over --nproc processes)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--freeze-epochs", type=int, dest="freeze_epochs",
-                   help="epochs training only the head (-1 = auto: 1 when pretrained)")  # fmt: skip
-    p.add_argument("--backbone-lr-mult", type=float, dest="backbone_lr_mult",
-                   help="backbone lr = lr x this (-1 = auto: 0.1 when pretrained)")  # fmt: skip
+    p.add_argument(
+        "--freeze-epochs",
+        type=int,
+        dest="freeze_epochs",
+        help="epochs training only the head (-1 = auto: 1 when pretrained)",
+    )
+    p.add_argument(
+        "--backbone-lr-mult",
+        type=float,
+        dest="backbone_lr_mult",
+        help="backbone lr = lr x this (-1 = auto: 0.1 when pretrained)",
+    )
     p.add_argument("--ema-decay", type=float, dest="ema_decay", help="evaluate an EMA of the weights (0 = off)")
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")

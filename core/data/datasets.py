@@ -229,9 +229,13 @@ def scan(
     if fmt == "mask" and manifest is not None:
         listing.check_train_csv(tree, manifest, {u.key for u in units})
     index = DatasetIndex(
-        root=tree.root, format=fmt, frame=frame, classes=classes, has_attributes=fmt == "mask",
+        root=tree.root,
+        format=fmt,
+        frame=frame,
+        classes=classes,
+        has_attributes=fmt == "mask",
         manifest=manifest if fmt == "csv" else None,
-    )  # fmt: skip
+    )
     if evalset is not None:
         index.eval = evalset
         problems.extend(evalset.problems)
@@ -326,9 +330,10 @@ def _person_name_ok(tree: FolderTree, person: os.DirEntry) -> bool:
     match = PERSON_RE.match(person.name)
     if not match:
         tree.problem(
-            person.path, "bad_folder_name",
+            person.path,
+            "bad_folder_name",
             "folder name is not {id}_{gender}_{race}_{age} (e.g. 000001_female_Asian_45); rename it; skipped",
-        )  # fmt: skip
+        )
         return False
     age = int(match["age"])
     if not 0 < age < 130:
@@ -362,9 +367,10 @@ def _person_photos(tree: FolderTree, person: os.DirEntry, person_id: str, gender
             tree.problem(entry.path, "not_image", f"not an image file (extension {ext or 'none'!r}); skipped")
         elif stem.lower() not in PHOTO_MASK:
             tree.problem(
-                entry.path, "unexpected_file",
+                entry.path,
+                "unexpected_file",
                 "photo name is not one of mask1..mask5, incorrect_mask, normal; rename it; skipped",
-            )  # fmt: skip
+            )
         elif stem.lower() in photos:
             first = photos[stem.lower()].name
             tree.problem(entry.path, "duplicate", f"second {stem.lower()} photo beside {first}; {first} is used")
@@ -373,9 +379,10 @@ def _person_photos(tree: FolderTree, person: os.DirEntry, person_id: str, gender
     missing = [p for p in PHOTOS if p not in photos]
     if missing:
         tree.problem(
-            person.path, "missing_photo",
+            person.path,
+            "missing_photo",
             f"person folder lacks {', '.join(missing)} ({7 - len(missing)} of 7 photos present and kept)",
-        )  # fmt: skip
+        )
     return [
         _Candidate(
             path=entry.path,
@@ -387,7 +394,7 @@ def _person_photos(tree: FolderTree, person: os.DirEntry, person_id: str, gender
             gender=gender,
             age=age,
             photo=photo,
-        )  # fmt: skip
+        )
         for photo, entry in sorted(photos.items(), key=lambda kv: PHOTOS.index(kv[0]))
     ]
 
@@ -427,10 +434,24 @@ def _frame(units: list[ScanUnit], stored: StoredIndex | None, fmt: str) -> tuple
                 name = taskdefs.CLASS_NAMES[taskdefs.encode_class(cand.mask, cand.gender, band)]
             else:
                 band, name = -1, cand.class_key
-            records.append((
-                cand.path, cand.rel, -1, name, cand.group, cand.person_id or cand.group,
-                cand.mask, cand.gender, band, cand.age, cand.photo, header.width, header.height, header.format,
-            ))  # fmt: skip
+            records.append(
+                (
+                    cand.path,
+                    cand.rel,
+                    -1,
+                    name,
+                    cand.group,
+                    cand.person_id or cand.group,
+                    cand.mask,
+                    cand.gender,
+                    band,
+                    cand.age,
+                    cand.photo,
+                    header.width,
+                    header.height,
+                    header.format,
+                )
+            )
     if records or not parts:
         parts.append(_typed(pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)))
     frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

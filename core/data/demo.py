@@ -228,9 +228,15 @@ def train_plans(persons: list[TrainPerson], seed: int) -> list[PersonPlan]:
                 state = MASK_NOT_WEAR if state == MASK_INCORRECT else MASK_INCORRECT
             shots.append(Shot(f"train/images/{person.folder}/{photo}{ext}", state, variant))
         plans.append(
-            PersonPlan(f"{seed}/train/{index}", person.true_gender, person.true_age, tuple(shots),
-                       folder=f"train/images/{person.folder}", apple_double=True)
-        )  # fmt: skip
+            PersonPlan(
+                f"{seed}/train/{index}",
+                person.true_gender,
+                person.true_age,
+                tuple(shots),
+                folder=f"train/images/{person.folder}",
+                apple_double=True,
+            )
+        )
     return plans
 
 
@@ -366,8 +372,15 @@ def generate(
     return out
 
 
-def _write_dataset(out: Path, persons: list[TrainPerson], plans: list[PersonPlan], eval_images: list[EvalImage],
-                   progress: ProgressFn | None, total: int, workers: int | None) -> None:  # fmt: skip
+def _write_dataset(
+    out: Path,
+    persons: list[TrainPerson],
+    plans: list[PersonPlan],
+    eval_images: list[EvalImage],
+    progress: ProgressFn | None,
+    total: int,
+    workers: int | None,
+) -> None:
     """Draw everything into a temp folder beside ``out`` and rename it into place at the end."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"

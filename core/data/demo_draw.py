@@ -160,8 +160,13 @@ class Pose:
 def _pose(look: Look, rng: np.random.Generator) -> Pose:
     """This photo's small head movement: tilt, distance and position change between the seven shots."""
     k = rng.uniform(0.94, 1.06)
-    return Pose(look.cx + rng.uniform(-14, 14), look.cy + rng.uniform(-12, 12), look.fw * k, look.fh * k,
-                math.radians(rng.uniform(-8, 8)))  # fmt: skip
+    return Pose(
+        look.cx + rng.uniform(-14, 14),
+        look.cy + rng.uniform(-12, 12),
+        look.fw * k,
+        look.fh * k,
+        math.radians(rng.uniform(-8, 8)),
+    )
 
 
 def _draw_person(img: Image.Image, look: Look, pose: Pose, state: int, variant: int, incorrect_style: int) -> None:

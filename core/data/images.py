@@ -134,20 +134,22 @@ def _check_pixels(path: str, width: int, height: int) -> None:
         raise ImageError(path, "unreadable", f"header declares an empty image ({width}x{height})")
     if width * height > MAX_PIXELS:
         raise ImageError(
-            path, "bomb",
+            path,
+            "bomb",
             f"header declares {width}x{height} pixels, more than the {MAX_PIXELS:,} allowed "
             "(a decompression bomb?); not decoded",
-        )  # fmt: skip
+        )
 
 
 def _check_decoded_bytes(path: str, width: int, height: int, bytes_per_pixel: int) -> None:
     decoded = width * height * bytes_per_pixel
     if decoded > MAX_DECODED_BYTES:
         raise ImageError(
-            path, "bomb",
+            path,
+            "bomb",
             f"decodes to {decoded:,} bytes ({width}x{height} pixels of {bytes_per_pixel} bytes), more than the "
             f"{MAX_DECODED_BYTES:,} allowed; not decoded",
-        )  # fmt: skip
+        )
 
 
 def _bytes_per_pixel(mode: str) -> int:

@@ -237,10 +237,12 @@ def placeholder_jpeg(max_side: int = 160, text: str = "unreadable") -> bytes:
     draw.line([(0, side - 1), (side - 1, 0)], fill=(150, 150, 150), width=2)
     left, top, right, bottom = draw.textbbox((0, 0), text)
     draw.rectangle(
-        [((side - (right - left)) / 2 - 3, (side - (bottom - top)) / 2 - 3),
-         ((side + (right - left)) / 2 + 3, (side + (bottom - top)) / 2 + 3)],
+        [
+            ((side - (right - left)) / 2 - 3, (side - (bottom - top)) / 2 - 3),
+            ((side + (right - left)) / 2 + 3, (side + (bottom - top)) / 2 + 3),
+        ],
         fill=(200, 200, 200),
-    )  # fmt: skip
+    )
     draw.text(((side - (right - left)) / 2, (side - (bottom - top)) / 2), text, fill=(60, 60, 60))
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=80)

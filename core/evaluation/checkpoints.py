@@ -15,7 +15,7 @@ import torch
 
 from core import runs
 from core.data.tasks import task_classes
-from core.errors import CheckpointError, ConfigError
+from core.errors import CheckpointError
 
 IMPORT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
@@ -93,10 +93,23 @@ def import_checkpoint(
     runs.write_config(folder, {"kind": "imported", **meta, "source": str(Path(file).name)})
     runs.save_checkpoint(
         folder.best_checkpoint,
-        {"model": net.state_dict(), "model_name": model, "task": task, "classes": classes, "img_size": list(img_size),
-         "eval_spec": eval_spec, "config": {"kind": "imported", **meta}},
-    )  # fmt: skip
+        {
+            "model": net.state_dict(),
+            "model_name": model,
+            "task": task,
+            "classes": classes,
+            "img_size": list(img_size),
+            "eval_spec": eval_spec,
+            "config": {"kind": "imported", **meta},
+        },
+    )
     now = time.time()
-    runs.write_status(folder, state="completed", started_at=now, finished_at=now, heartbeat=now,
-                      message=f"imported from {Path(file).name}")  # fmt: skip
+    runs.write_status(
+        folder,
+        state="completed",
+        started_at=now,
+        finished_at=now,
+        heartbeat=now,
+        message=f"imported from {Path(file).name}",
+    )
     return folder

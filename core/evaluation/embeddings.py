@@ -310,9 +310,12 @@ def _umap(x: np.ndarray, random_state: int) -> np.ndarray:
     if x.shape[1] > UMAP_INPUT_DIMS:
         x = _pca(x, UMAP_INPUT_DIMS)
     reducer = umap.UMAP(
-        n_components=2, n_neighbors=max(2, min(UMAP_NEIGHBOURS, len(x) - 1)), metric="cosine",
-        random_state=random_state, init="spectral" if len(x) > UMAP_NEIGHBOURS + 1 else "random",
-    )  # fmt: skip
+        n_components=2,
+        n_neighbors=max(2, min(UMAP_NEIGHBOURS, len(x) - 1)),
+        metric="cosine",
+        random_state=random_state,
+        init="spectral" if len(x) > UMAP_NEIGHBOURS + 1 else "random",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
         return reducer.fit_transform(x).astype(np.float32)

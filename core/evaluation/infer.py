@@ -8,7 +8,7 @@ Speed: images are decoded in a thread pool (Pillow releases the GIL) a couple of
 the model; a JPEG is draft-decoded by libjpeg at the smallest scale that still covers the first
 Resize of the spec (2-4x cheaper than a full decode); the model runs batched on a copy with each
 BatchNorm folded into its convolution, channels_last, under ``torch.inference_mode``; on CUDA when present
-(autocast, bf16 where the GPU has it, uint8 batches normalised there); on a CPU cores are shared (_CpuShare).
+(autocast, bf16 where the GPU has it, uint8 batches normalised there); on a CPU cores are shared (core.training.cputhreads.CpuShare).
 bench/infer.py: 5.8x the notebook's batch-1 loop over the 12,600-photo demo eval set on 2 cores.
 
 Typical use::
@@ -19,7 +19,6 @@ Typical use::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from core.evaluation import submission
 from core.evaluation.predjobs import output_paths, resolve_run_path
 from core.fsutil import atomic_write_json
 from core.specs.spec import TransformSpec
+from core.training.cputhreads import CpuShare
 from core.training.loader import DeviceNormalize
 from core.training.parts import amp_dtype, autocast
 
@@ -116,13 +116,19 @@ def load_run(ref: str | os.PathLike, device: str | torch.device | None = None) -
     ckpt = runs.load_checkpoint(ckpt_path)
     missing = [k for k in ("model", "model_name", "task", "classes", "eval_spec") if k not in ckpt]
     if missing:
-        raise CheckpointError(f"{ckpt_path}: not a workbench checkpoint (missing {', '.join(missing)}); import it instead")
+        raise CheckpointError(
+            f"{ckpt_path}: not a workbench checkpoint (missing {', '.join(missing)}); import it instead"
+        )
     name, task, classes = str(ckpt["model_name"]), str(ckpt["task"]), list(ckpt["classes"])
     # The run's config says what the run is; a checkpoint that disagrees was copied in from elsewhere.
     if config.get("task") not in (None, task):
-        raise CheckpointError(f"{ckpt_path.name}: task mismatch: checkpoint is for task {task!r}, run {run.id} for {config['task']!r}")
+        raise CheckpointError(
+            f"{ckpt_path.name}: task mismatch: checkpoint is for task {task!r}, run {run.id} for {config['task']!r}"
+        )
     if config.get("model") not in (None, name):
-        raise CheckpointError(f"{ckpt_path.name}: architecture mismatch: checkpoint is {name!r}, run {run.id} is {config['model']!r}")
+        raise CheckpointError(
+            f"{ckpt_path.name}: architecture mismatch: checkpoint is {name!r}, run {run.id} is {config['model']!r}"
+        )
     try:
         models.check_model_name(name)
     except ConfigError as err:
@@ -138,10 +144,18 @@ def load_run(ref: str | os.PathLike, device: str | torch.device | None = None) -
     except SpecError as err:
         raise CheckpointError(f"{err}; re-import the checkpoint with a valid eval spec") from err
     return RunModel(
-        run_id=run.id, root=run.root, model_name=name, task=task, classes=classes,
-        img_size=(int(img_size[0]), int(img_size[1])), eval_spec=eval_spec, model=model, device=device, net=net,
+        run_id=run.id,
+        root=run.root,
+        model_name=name,
+        task=task,
+        classes=classes,
+        img_size=(int(img_size[0]), int(img_size[1])),
+        eval_spec=eval_spec,
+        model=model,
+        device=device,
+        net=net,
         amp_dtype=amp_dtype("auto", device),
-    )  # fmt: skip
+    )
 
 
 def check_ensemble(members: Sequence[RunModel]) -> None:
@@ -151,7 +165,9 @@ def check_ensemble(members: Sequence[RunModel]) -> None:
     first = members[0]
     for other in members[1:]:
         if other.task != first.task:
-            raise ConfigError(f"cannot ensemble: run {first.run_id} predicts task {first.task!r}, {other.run_id} predicts {other.task!r}")
+            raise ConfigError(
+                f"cannot ensemble: run {first.run_id} predicts task {first.task!r}, {other.run_id} predicts {other.task!r}"
+            )
         if other.classes != first.classes:
             raise ConfigError(
                 f"cannot ensemble: runs {first.run_id} and {other.run_id} have different classes "
@@ -189,8 +205,13 @@ def collect_items(data: str | os.PathLike) -> Items:
         frame = pd.DataFrame({"id": [p.name for p in flat], "path": [str(p) for p in flat], "label": -1})
         return Items(root, "images", frame)
     index = datasets.scan(root)
-    frame = pd.DataFrame({"id": index.frame["rel"].astype(str), "path": index.frame["path"].astype(str),
-                          "label": index.frame["label"].astype(int)})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "id": index.frame["rel"].astype(str),
+            "path": index.frame["path"].astype(str),
+            "label": index.frame["label"].astype(int),
+        }
+    )
     return Items(Path(index.root), "dataset", frame)
 
 
@@ -287,7 +308,7 @@ def predict_probabilities(
     pipeline = InputPipeline(member.eval_spec)
     probs = np.zeros((len(paths), len(member.classes)), dtype=np.float32)
     failures: list[str] = []
-    threads = _CpuShare(member.device)
+    threads = CpuShare(member.device)
     with torch.inference_mode(), threads:
         for start, items in iter_batches(paths, threads.timed(pipeline.load_uint8), batch_size):
             failures.extend(item for item in items if isinstance(item, str))
@@ -298,57 +319,6 @@ def predict_probabilities(
             if progress:
                 progress(len(items))
     return probs, failures
-
-
-class _CpuShare:
-    """How a CPU's cores are shared between the model (torch threads) and the decoding threads.
-
-    It starts with half the cores for the model: torch's default (all cores) makes the model's
-    threads and the decoders fight, 3x slower for small_cnn on a busy 2-core machine. After the
-    second batch (the first pays one-off set-up costs) it compares the CPU time per image of the
-    model and of decoding, and a model that costs more than decoding gets every core: resnet18 at
-    128x96 went from 60 to ~100 images/s on 2 cores, where small_cnn is faster with one thread.
-    Torch's thread count is restored on exit.
-    """
-
-    def __init__(self, device: torch.device):
-        self.cpu = device.type == "cpu"
-        self.cores = os.cpu_count() or 2
-        self.decode_seconds = 0.0  # CPU seconds in the decoding threads
-        self.decoded = 0
-        self.batches = 0
-
-    def __enter__(self) -> _CpuShare:
-        self.before = torch.get_num_threads()
-        if self.cpu:
-            torch.set_num_threads(max(1, min(self.before, self.cores // 2)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.before)
-
-    def timed(self, load: Callable[[str], torch.Tensor]) -> Callable[[str], torch.Tensor]:
-        def timed_load(path: str) -> torch.Tensor:
-            started = time.thread_time()
-            try:
-                return load(path)
-            finally:
-                # not atomic across threads: a rare lost update only blurs an estimate
-                self.decode_seconds += time.thread_time() - started
-                self.decoded += 1
-
-        return timed_load
-
-    @contextlib.contextmanager
-    def timing_model(self, images: int) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.batches += 1
-        if not self.cpu or self.batches != 2 or not self.decoded:
-            return
-        model_per_image = (time.perf_counter() - started) * torch.get_num_threads() / max(1, images)
-        if model_per_image > self.decode_seconds / self.decoded:
-            torch.set_num_threads(max(1, min(self.before, self.cores)))
 
 
 def _same_size_groups(items: list[torch.Tensor]) -> Iterator[tuple[list[int], torch.Tensor]]:
@@ -437,9 +407,14 @@ def predict(
     frame["pred"] = mean.argmax(axis=1).astype(int)
     frame = pd.concat([frame, pd.DataFrame(mean, columns=[f"p{k}" for k in range(mean.shape[1])])], axis=1)
     return Prediction(
-        frame=frame, classes=list(members[0].classes), task=members[0].task, members=[m.describe() for m in members],
-        tta=tta, items=items, seconds=time.perf_counter() - started,
-    )  # fmt: skip
+        frame=frame,
+        classes=list(members[0].classes),
+        task=members[0].task,
+        members=[m.describe() for m in members],
+        tta=tta,
+        items=items,
+        seconds=time.perf_counter() - started,
+    )
 
 
 # ---- outputs ----------------------------------------------------------------------------------------------

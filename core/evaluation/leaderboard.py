@@ -135,14 +135,21 @@ def _submission_row(folder: Path) -> dict[str, Any] | None:
     scores = read_scores(folder)
     created = summary.get("created_at") or _mtime(folder / "config.json" if is_job else csv)
     return {
-        "id": folder.name, "path": str(folder), "source": "job" if is_job else "cli",
+        "id": folder.name,
+        "path": str(folder),
+        "source": "job" if is_job else "cli",
         "state": runs.read_status(runs.RunFolder(folder)).get("state") if is_job else "completed",
-        "created": created, "runs": run_paths,
+        "created": created,
+        "runs": run_paths,
         "tta": bool(config.get("tta") if is_job else summary.get("tta")),
-        "data": (config.get("data") if is_job else None) or summary.get("data"), "images": summary.get("images"),
-        "valid": validator.get("valid") if validator else None, "has_file": csv.is_file(),
-        "public": scores.get("public"), "private": scores.get("private"), "note": scores.get("note"),
-    }  # fmt: skip
+        "data": (config.get("data") if is_job else None) or summary.get("data"),
+        "images": summary.get("images"),
+        "valid": validator.get("valid") if validator else None,
+        "has_file": csv.is_file(),
+        "public": scores.get("public"),
+        "private": scores.get("private"),
+        "note": scores.get("note"),
+    }
 
 
 def _submission_runs(config: dict[str, Any], summary: dict[str, Any]) -> list[str]:
@@ -178,10 +185,12 @@ def _run_facts(run_path: str) -> dict[str, Any]:
         return {"run_state": "missing", "model": None, "task": None, "run_name": None, "val_f1": None}
     config = read_json(run.config, default={}) or {}
     return {
-        "run_state": runs.read_status(run).get("state"), "model": config.get("model"), "task": config.get("task"),
+        "run_state": runs.read_status(run).get("state"),
+        "model": config.get("model"),
+        "task": config.get("task"),
         "run_name": journal.read_journal(run)["name"] or run.id,
         "val_f1": run_best_val_f1(run_path),
-    }  # fmt: skip
+    }
 
 
 def joined_table(
@@ -199,11 +208,18 @@ def joined_table(
         facts = [{"run": Path(p).name, "run_path": p, **_run_facts(p)} for p in sub["runs"]] or [{}]
         scores = [f["val_f1"] for f in facts if f.get("val_f1") is not None]
         for fact in facts:
-            rows.append({
-                "submission": sub["id"], "created": sub["created"], "ensemble_size": len(sub["runs"]),
-                "submission_val_f1": sum(scores) / len(scores) if scores else None,
-                "public": sub["public"], "private": sub["private"], "note": sub["note"], **fact,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "submission": sub["id"],
+                    "created": sub["created"],
+                    "ensemble_size": len(sub["runs"]),
+                    "submission_val_f1": sum(scores) / len(scores) if scores else None,
+                    "public": sub["public"],
+                    "private": sub["private"],
+                    "note": sub["note"],
+                    **fact,
+                }
+            )
     return pd.DataFrame(rows, columns=JOINED_COLUMNS)
 
 

@@ -114,9 +114,7 @@ def attribute_accuracy(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 def attribute_errors(true: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
     """Per prediction: a boolean column per attribute (True where that attribute is wrong) and
     ``wrong``, the wrong attributes joined with '+' ('' for a correct prediction)."""
-    frame = pd.DataFrame(
-        {name: decode_attribute(true, name) != decode_attribute(pred, name) for name in ATTRIBUTES}
-    )
+    frame = pd.DataFrame({name: decode_attribute(true, name) != decode_attribute(pred, name) for name in ATTRIBUTES})
     names = np.array(ATTRIBUTES)
     frame["wrong"] = ["+".join(names[row]) for row in frame[list(ATTRIBUTES)].to_numpy()]
     return frame

@@ -59,19 +59,26 @@ def predictable_runs(models_dir: str | os.PathLike) -> list[dict[str, Any]]:
             config = runs.read_config(run)
         except RunError:
             continue
-        found.append({
-            "id": run.id, "path": str(run.root), "state": runs.read_status(run).get("state"),
-            "kind": config.get("kind", "train"), "model": config.get("model"), "task": config.get("task"),
-            "img_size": config.get("img_size"),
-        })  # fmt: skip
+        found.append(
+            {
+                "id": run.id,
+                "path": str(run.root),
+                "state": runs.read_status(run).get("state"),
+                "kind": config.get("kind", "train"),
+                "model": config.get("model"),
+                "task": config.get("task"),
+                "img_size": config.get("img_size"),
+            }
+        )
     return found
 
 
 # ---- prediction jobs (submissions/<id>/) -----------------------------------------------------------------
 
 
-def create_prediction_job(run_refs: list[str | os.PathLike], data: str | os.PathLike, tta: bool,
-                          parent: str | os.PathLike | None = None) -> runs.RunFolder:  # fmt: skip
+def create_prediction_job(
+    run_refs: list[str | os.PathLike], data: str | os.PathLike, tta: bool, parent: str | os.PathLike | None = None
+) -> runs.RunFolder:
     """A new submissions/<id>/ folder whose config.json says what to predict (for ``predict --job``)."""
     from core import settings
 
@@ -81,7 +88,9 @@ def create_prediction_job(run_refs: list[str | os.PathLike], data: str | os.Path
     if not Path(data).is_dir():
         raise ConfigError(f"{data}: folder not found; choose the eval folder (with info.csv) to predict")
     folder = runs.create_run_folder(parent or settings.load().submissions_dir, prefix="sub")
-    runs.write_config(folder, {"kind": "predict", "runs": run_paths, "tta": bool(tta), "data": str(Path(data).resolve())})
+    runs.write_config(
+        folder, {"kind": "predict", "runs": run_paths, "tta": bool(tta), "data": str(Path(data).resolve())}
+    )
     runs.write_status(folder, state="queued")
     return folder
 
@@ -120,13 +129,19 @@ def list_prediction_jobs(parent: str | os.PathLike) -> pd.DataFrame:
         status = runs.read_status(folder)
         summary = job_summary(folder.root) or {}
         validator = summary.get("validator") or {}
-        rows.append({
-            "id": folder.id, "path": str(folder.root), "state": status.get("state"),
-            "created": folder.config.stat().st_mtime,
-            "runs": ", ".join(Path(r).name for r in config.get("runs", [])), "tta": bool(config.get("tta")),
-            "data": config.get("data"), "images": summary.get("images"),
-            "valid": validator.get("valid") if validator else None,
-            "has_file": (folder.root / SUBMISSION_FILE).is_file(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": folder.id,
+                "path": str(folder.root),
+                "state": status.get("state"),
+                "created": folder.config.stat().st_mtime,
+                "runs": ", ".join(Path(r).name for r in config.get("runs", [])),
+                "tta": bool(config.get("tta")),
+                "data": config.get("data"),
+                "images": summary.get("images"),
+                "valid": validator.get("valid") if validator else None,
+                "has_file": (folder.root / SUBMISSION_FILE).is_file(),
+            }
+        )
     columns = ["id", "path", "state", "created", "runs", "tta", "data", "images", "valid", "has_file"]
     return pd.DataFrame(rows, columns=columns)

@@ -43,6 +43,12 @@ import pandas as pd
 from core import runs, settings
 from core.errors import JobCancelled, RunError, WorkbenchError
 from core.runs.folder import ACTIVE_STATES, FINAL_STATES, RunFolder, read_summary
+from core.runs.processes import (  # noqa: F401 - pid_alive, process_start_token, reap_children: part of the jobs API
+    pid_alive,
+    process_start_token,
+    reap_children,
+    remember_child,
+)
 
 # A launched child blocks on this pipe until the launcher has recorded its pid in status.json, so the
 # launcher's write can never land on top of the child's own status updates.
@@ -56,60 +62,11 @@ SLOT_POLL_S = 0.5
 # A queued run that never got a pid (the launcher died between writing it and starting the process).
 _NEVER_STARTED_AFTER_S = 120.0
 
-# Children this process launched: polling them reaps their zombies, which would otherwise look alive.
-_CHILDREN: dict[int, subprocess.Popen] = {}
 _sigterm_received = False
 
 
 def _as_run(run: RunFolder | str | os.PathLike) -> RunFolder:
     return run if isinstance(run, RunFolder) else RunFolder(run)
-
-
-# ---- processes ----------------------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (Linux), or None when unreadable."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def process_start_token(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot: with the pid it names one process for good."""
-    fields = _proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
-
-
-def reap_children() -> None:
-    """Collect the exit status of finished jobs this process launched (no zombies left behind)."""
-    for pid, child in list(_CHILDREN.items()):
-        if child.poll() is not None:
-            _CHILDREN.pop(pid, None)
-
-
-def pid_alive(pid: int | None, start_token: str | None = None) -> bool:
-    """True when ``pid`` runs (not a zombie) and, if ``start_token`` is given, is the same process."""
-    if not pid:
-        return False
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        _CHILDREN.pop(pid, None)
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by someone else
-    fields = _proc_stat(pid)
-    if fields is None:
-        return True  # no /proc: trust kill(0)
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_token is None or process_start_token(pid) in (None, start_token)
 
 
 # ---- running a job (inside the job process) ---------------------------------------------------
@@ -122,8 +79,14 @@ class JobContext:
         self.run = run
         self._last_beat = 0.0
 
-    def heartbeat(self, step: int | None = None, total_steps: int | None = None, epoch: int | None = None,
-                  message: str | None = None, force: bool = False) -> None:  # fmt: skip
+    def heartbeat(
+        self,
+        step: int | None = None,
+        total_steps: int | None = None,
+        epoch: int | None = None,
+        message: str | None = None,
+        force: bool = False,
+    ) -> None:
         """Record progress in status.json, at most about once a second unless ``force``."""
         now = time.time()
         if not force and now - self._last_beat < HEARTBEAT_INTERVAL_S:
@@ -293,18 +256,31 @@ def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str], lock_wait
     lock_fd = _lock_run_folder(run, lock_wait_s)
     try:
         runs.write_status(
-            run, state="queued", queued_at=time.time(), pid=None, pid_start=None, started_at=None,
-            heartbeat=None, finished_at=None, error=None, message="launching",
-        )  # fmt: skip
+            run,
+            state="queued",
+            queued_at=time.time(),
+            pid=None,
+            pid_start=None,
+            started_at=None,
+            heartbeat=None,
+            finished_at=None,
+            error=None,
+            message="launching",
+        )
         read_fd, write_fd = os.pipe()
         env = {**os.environ, _READY_FD_ENV: str(read_fd), _LOCK_FD_ENV: str(lock_fd), "PYTHONUNBUFFERED": "1"}
         try:
             with open(run.log, "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, *(argv if argv[:1] == ["-m"] else ["-m", "core", *argv])],
-                    cwd=settings.REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, pass_fds=(read_fd, lock_fd),
-                )  # fmt: skip
+                    cwd=settings.REPO_ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(read_fd, lock_fd),
+                )
         except OSError as err:
             os.close(write_fd)
             runs.write_status(run, state="failed", error=f"could not start the job: {err}", finished_at=time.time())
@@ -312,7 +288,7 @@ def launch(run_folder: RunFolder | str | os.PathLike, argv: list[str], lock_wait
         finally:
             os.close(read_fd)
         try:
-            _CHILDREN[proc.pid] = proc
+            remember_child(proc)
             runs.write_status(run, pid=proc.pid, pid_start=process_start_token(proc.pid), message="starting")
         finally:
             os.close(write_fd)  # releases the child (see _wait_for_launcher)

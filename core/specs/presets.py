@@ -92,7 +92,10 @@ def backbone_pair(prep: dict) -> tuple[TransformSpec, TransformSpec]:
     if resize and prep.get("crop"):
         scale = float(resize) / min(crop)  # e.g. 256 / 224: the weights saw a centre crop of this share
         size = [round(crop[0] * scale), round(crop[1] * scale)]
-        eval_steps = [{"op": "Resize", "size": size, "interpolation": interpolation}, {"op": "CenterCrop", "size": crop}]
+        eval_steps = [
+            {"op": "Resize", "size": size, "interpolation": interpolation},
+            {"op": "CenterCrop", "size": crop},
+        ]
     else:
         eval_steps = [{"op": "Resize", "size": crop, "interpolation": interpolation}]
     train_steps = [

@@ -114,8 +114,17 @@ class SweepPlan:
             )
         pairs = _resolve_pairs(raw_space.get(SPECS_KEY), raw.get("pairs"))
         space = {key: _space_entry(key, value, base, pairs) for key, value in raw_space.items()}
-        plan = cls(name.strip(), base, space, sampler, _trials(raw.get("trials", 10)), _pruner(raw.get("pruner", "median")),
-                   metric, seed, pairs)  # fmt: skip
+        plan = cls(
+            name.strip(),
+            base,
+            space,
+            sampler,
+            _trials(raw.get("trials", 10)),
+            _pruner(raw.get("pruner", "median")),
+            metric,
+            seed,
+            pairs,
+        )
         if sampler == "grid":
             plan.grid()  # a range without a step cannot be a grid: refused now, naming it
             size = math.prod(len(v) for v in plan.grid().values())
@@ -132,9 +141,17 @@ class SweepPlan:
                 space[key] = {"low": entry.low, "high": entry.high, "log": entry.log}
                 if entry.step is not None:
                     space[key]["step"] = entry.step
-        return {"name": self.name, "base": dict(self.base), "space": space, "sampler": self.sampler,
-                "trials": self.trials, "pruner": dict(self.pruner), "metric": self.metric, "seed": self.seed,
-                "pairs": dict(self.pairs)}  # fmt: skip
+        return {
+            "name": self.name,
+            "base": dict(self.base),
+            "space": space,
+            "sampler": self.sampler,
+            "trials": self.trials,
+            "pruner": dict(self.pruner),
+            "metric": self.metric,
+            "seed": self.seed,
+            "pairs": dict(self.pairs),
+        }
 
     # ---- what Optuna needs --------------------------------------------------------------------------------
 

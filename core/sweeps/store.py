@@ -134,9 +134,11 @@ def load_study(sweep: SweepFolder, storage: Any = None, seed: int | None = None)
     plan = sweep.plan
     try:
         return optuna.load_study(
-            study_name=sweep.id, storage=storage or make_storage(sweep), sampler=plan.make_sampler(seed),
+            study_name=sweep.id,
+            storage=storage or make_storage(sweep),
+            sampler=plan.make_sampler(seed),
             pruner=plan.make_pruner(),
-        )  # fmt: skip
+        )
     except KeyError as err:
         raise RunError(f"sweep {sweep.id}: its study is missing from the storage") from err
 
@@ -268,10 +270,15 @@ def requeue(study: Any, trial: Any) -> None:
     """
     optuna = _quiet_optuna()
     kept = {k: v for k, v in trial.system_attrs.items() if k in ("grid_id", "search_space")}
-    study.add_trial(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        user_attrs={"retry_of": trial.number}, system_attrs=kept,
-    ))  # fmt: skip
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={"retry_of": trial.number},
+            system_attrs=kept,
+        )
+    )
 
 
 def take_lock(path: Path, blocking: bool = False) -> int | None:
@@ -370,15 +377,22 @@ def trial_rows(sweep: SweepFolder, study: Any = None) -> list[dict[str, Any]]:
         path = t.user_attrs.get("run_path")
         run_state = runs.read_status(runs.RunFolder(path)).get("state") if path and Path(path).is_dir() else None
         end = t.datetime_complete.timestamp() if t.datetime_complete else time.time()
-        rows.append({
-            "number": t.number, "state": state, "params": plan.decode_params(t.params),
-            "value": t.value if t.state.name == "COMPLETE" else None, "run": t.user_attrs.get("run"),
-            "run_path": path, "run_state": run_state, "retry_of": t.user_attrs.get("retry_of"),
-            "started": t.datetime_start.timestamp() if t.datetime_start else None,
-            "duration": end - t.datetime_start.timestamp() if t.datetime_start else None,
-            "error": t.user_attrs.get("error"),
-            "last_epoch": max(t.intermediate_values) if t.intermediate_values else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "number": t.number,
+                "state": state,
+                "params": plan.decode_params(t.params),
+                "value": t.value if t.state.name == "COMPLETE" else None,
+                "run": t.user_attrs.get("run"),
+                "run_path": path,
+                "run_state": run_state,
+                "retry_of": t.user_attrs.get("retry_of"),
+                "started": t.datetime_start.timestamp() if t.datetime_start else None,
+                "duration": end - t.datetime_start.timestamp() if t.datetime_start else None,
+                "error": t.user_attrs.get("error"),
+                "last_epoch": max(t.intermediate_values) if t.intermediate_values else None,
+            }
+        )
     return rows
 
 
@@ -392,13 +406,19 @@ def sweep_status(sweep: SweepFolder) -> dict[str, Any]:
     pick = max if sweep.plan.direction == "maximize" else min
     best = pick(done, key=lambda r: r["value"]) if done else None
     return {
-        "id": sweep.id, "name": sweep.plan.name, "metric": sweep.plan.metric, "direction": sweep.plan.direction,
-        "sampler": sweep.plan.sampler, "budget": sweep.plan.trials, "finished": len(finished),
-        "cancelled": cancel_requested(sweep, study), "storage": sweep.meta.get("storage") and _redact(sweep.meta["storage"]),
+        "id": sweep.id,
+        "name": sweep.plan.name,
+        "metric": sweep.plan.metric,
+        "direction": sweep.plan.direction,
+        "sampler": sweep.plan.sampler,
+        "budget": sweep.plan.trials,
+        "finished": len(finished),
+        "cancelled": cancel_requested(sweep, study),
+        "storage": sweep.meta.get("storage") and _redact(sweep.meta["storage"]),
         "workers": live_workers(sweep),
         "best": {k: best[k] for k in ("number", "value", "params", "run", "run_path")} if best else None,
         "trials": rows,
-    }  # fmt: skip
+    }
 
 
 # Workers this process started: polling them collects their exit status (no zombies left behind).

@@ -289,14 +289,23 @@ def start_workers(
         with open(log_path, "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "core", "sweep", "worker", str(sweep.root)],
-                cwd=settings.REPO_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                cwd=settings.REPO_ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         store.remember_worker(proc)
-        atomic_write_json(sweep.workers / f"{proc.pid}.json", {
-            "pid": proc.pid, "pid_start": jobs.process_start_token(proc.pid), "log": str(log_path),
-            "started_at": time.time(),
-        })  # fmt: skip
+        atomic_write_json(
+            sweep.workers / f"{proc.pid}.json",
+            {
+                "pid": proc.pid,
+                "pid_start": jobs.process_start_token(proc.pid),
+                "log": str(log_path),
+                "started_at": time.time(),
+            },
+        )
         pids.append(proc.pid)
     return pids
 

@@ -1,7 +1,7 @@
 """Training: the typed config, the loop, the input loader and decoded cache, models, CPU threads, k-fold.
 
 Modules: ``config`` (TrainConfig), ``loop`` (run_training: prepare → epoch → end of epoch; train_one_epoch,
-evaluate), ``state`` (TrainState: step, best score, log window, RNG — into and out of a checkpoint),
+evaluate), ``steps`` (train_one_epoch, evaluate), ``progress`` (metrics.jsonl, TensorBoard, heartbeats), ``state`` (TrainState: step, best score, log window, RNG — into and out of a checkpoint),
 ``parts`` (model, loss, optimizer, scheduler, scaler, device), ``split`` (train/validation split by
 person, epoch order, the batch offset a resume replays), ``finetune`` (head-only epochs, backbone lr
 multiplier, weight EMA), ``distributed`` (torchrun / DistributedDataParallel process groups), ``loader`` (decoded sources and the uint8

@@ -46,7 +46,9 @@ class TrainConfig:
     pretrained: bool = False  # start from the library's ImageNet weights (downloaded once into its cache)
     train_spec: TransformSpec = field(default_factory=lambda: _default_specs()[0])  # transform steps for training
     eval_spec: TransformSpec = field(default_factory=lambda: _default_specs()[1])  # for validation/inference
-    img_size: list = field(default_factory=lambda: list(DEFAULT_IMG_SIZE))  # [h, w] the model sees; = both specs' output  # fmt: skip
+    img_size: list = field(
+        default_factory=lambda: list(DEFAULT_IMG_SIZE)
+    )  # [h, w] the model sees; = both specs' output
     batch_size: int = 64  # images per optimizer step
     epochs: int = 3  # passes over the training split (ignored when max_steps > 0)
     max_steps: int = 0  # optimizer steps to run instead of epochs (0 = run `epochs` epochs)
@@ -244,7 +246,9 @@ def _at_least(name: str, value: int, low: int) -> None:
         raise ConfigError(f"{name}: must be at least {low}, got {value}")
 
 
-def _in_range(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:  # fmt: skip
+def _in_range(
+    name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> None:
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:

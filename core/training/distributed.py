@@ -73,8 +73,18 @@ def resolve_nproc(nproc: int, device: str) -> int:
 def torchrun_args(run_root: str | os.PathLike, nproc: int) -> list[str]:
     """The arguments after ``python`` that train ``run_root`` with ``nproc`` processes on this machine.
     (``--run-dir`` is train's ``--run``: torchrun's parser rejects "--run" as an ambiguous prefix of --run-path.)"""
-    return ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            "-m", "core", "train", "--run-dir", str(run_root)]  # fmt: skip
+    return [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "core",
+        "train",
+        "--run-dir",
+        str(run_root),
+    ]
 
 
 def training_args(run_root: str | os.PathLike, config: dict[str, Any]) -> list[str]:
@@ -240,9 +250,15 @@ def init_group(device: str) -> Group:
         dist.init_process_group("gloo", timeout=COLLECTIVE_TIMEOUT)
     attempt = f"{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     client = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False, timeout=COLLECTIVE_TIMEOUT)
-    return Group(rank=rank, world=world, local_rank=local_rank, local_world=local_world,
-                 node=int(env.get("GROUP_RANK", 0)), device=where,
-                 store=dist.PrefixStore(f"workbench/{attempt}/", client))  # fmt: skip
+    return Group(
+        rank=rank,
+        world=world,
+        local_rank=local_rank,
+        local_world=local_world,
+        node=int(env.get("GROUP_RANK", 0)),
+        device=where,
+        store=dist.PrefixStore(f"workbench/{attempt}/", client),
+    )
 
 
 def leave_group(group: Group) -> None:

@@ -94,5 +94,3 @@ def _train_fold(sub: RunFolder, config: dict[str, Any]) -> None:
             f"fold {sub.root.name} of {sub.root.parent.parent.name} ended {state}: "
             f"{status.get('error') or 'no validation predictions'} (see {sub.log})"
         )
-
-

@@ -233,9 +233,12 @@ class DecodeSource:
     """Decode + full spec per sample (in ``workers`` processes); no cache."""
 
     def __init__(
-        self, paths: Sequence[str], spec: TransformSpec | PrefixThenRest | Sequence[dict], workers: int = 0,
+        self,
+        paths: Sequence[str],
+        spec: TransformSpec | PrefixThenRest | Sequence[dict],
+        workers: int = 0,
         pin_memory: bool = False,
-    ):  # fmt: skip
+    ):
         self.paths = list(paths)
         self.steps = split_of(spec)
         self.dataset = _DecodeDataset(self.paths, self.steps, self.steps.draft_size, False)
@@ -251,9 +254,13 @@ class DecodeSource:
         parts = [(chunk[_local(n, shard)], n) for chunk, n in parts]
         parts = [(chunk, n) for chunk, n in parts if chunk]
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=[chunk for chunk, _ in parts], num_workers=self.workers, collate_fn=_collate,
-            pin_memory=self.pin_memory, generator=torch.Generator(),  # the base seed must not consume the global RNG
-        )  # fmt: skip
+            self.dataset,
+            batch_sampler=[chunk for chunk, _ in parts],
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator(),  # the base seed must not consume the global RNG
+        )
         for (images, pos, bad), (_, n) in zip(loader, parts, strict=True):
             self.skipped.reasons.update(bad)
             if images is not None:
@@ -264,9 +271,12 @@ class CachedSource:
     """uint8 memmap of the spec's deterministic prefix; the random remainder per sample per epoch."""
 
     def __init__(
-        self, cache: np.ndarray, spec: TransformSpec | PrefixThenRest | Sequence[dict], skipped: SkippedImages,
+        self,
+        cache: np.ndarray,
+        spec: TransformSpec | PrefixThenRest | Sequence[dict],
+        skipped: SkippedImages,
         device_finish: bool = False,
-    ):  # fmt: skip
+    ):
         self.cache = cache
         self.steps = split_of(spec)  # the cache holds its prefix's outputs; finish() runs the rest
         self.rest_random = self.steps.rest_is_random
@@ -384,8 +394,15 @@ def open_or_build_cache(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    atomic_write_json(meta_path, {"n": len(paths), "hw": list(out_hw), "prefix": prefix.to_list(),
-                                  "skipped": {str(k): v for k, v in skipped.reasons.items()}})  # fmt: skip
+    atomic_write_json(
+        meta_path,
+        {
+            "n": len(paths),
+            "hw": list(out_hw),
+            "prefix": prefix.to_list(),
+            "skipped": {str(k): v for k, v in skipped.reasons.items()},
+        },
+    )
     _keep_within_budget(folder, data_path, meta_path)
     return np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape), skipped, True
 
@@ -398,7 +415,9 @@ def _keep_within_budget(folder: Path, data_path: Path, meta_path: Path) -> None:
 
     cachebudget.touch_used(data_path)
     budget = settings.load().decoded_cache_mb << 20
-    cachebudget.enforce_budget(folder, budget, protected=[data_path, meta_path], group=cachebudget.by_stem, min_age_s=600)  # fmt: skip
+    cachebudget.enforce_budget(
+        folder, budget, protected=[data_path, meta_path], group=cachebudget.by_stem, min_age_s=600
+    )
 
 
 def _mark_used(cache: np.ndarray) -> None:

@@ -31,21 +31,18 @@ metrics.jsonl records (``epoch`` is the 1-based epoch the step belongs to):
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core import runs
-from core.errors import ConfigError, DatasetError, JobCancelled
+from core.errors import ConfigError, JobCancelled
 from core.runs.folder import RunFolder
 from core.training import finetune
 from core.training.config import TrainConfig
@@ -62,7 +59,7 @@ from core.training.parts import (
     resolve_device,
     to_device,
 )
-from core.training.parts import autocast as autocast_for
+from core.training.progress import JobContextLike, Progress, _log
 from core.training.split import (
     RunData,
     StepPlan,
@@ -74,6 +71,7 @@ from core.training.split import (
     steps_per_epoch,
 )
 from core.training.state import LogWindow, TrainState, check_resumable, rng_state, set_rng_state
+from core.training.steps import EvalResult, evaluate, train_one_epoch
 
 __all__ = [
     "TrainConfig", "run_training", "prepare", "train_one_epoch", "evaluate", "end_epoch", "EvalResult", "TrainJob",
@@ -81,18 +79,6 @@ __all__ = [
     "steps_per_epoch", "StepPlan", "RunData", "load_run_data", "lr_factor", "make_loss", "make_optimizer",
     "make_scheduler", "FocalLoss", "resolve_device", "to_device", "rng_state", "set_rng_state",
 ]  # fmt: skip
-
-
-class JobContextLike(Protocol):
-    def heartbeat(self, step: int | None = None, total_steps: int | None = None, epoch: int | None = None,
-                  message: str | None = None, force: bool = False) -> None: ...  # fmt: skip
-
-    def cancel_requested(self) -> bool: ...
-
-
-def _log(ctx: JobContextLike, message: str, **progress: Any) -> None:
-    print(message, flush=True)  # job.log is the child's stdout
-    ctx.heartbeat(message=message, **progress)
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
@@ -111,9 +97,12 @@ def run_training(run: RunFolder, ctx: JobContextLike, group: Group = SINGLE) -> 
     job = prepare(cfg, data, device, ctx, group)
     state = TrainState() if checkpoint is None else restore(run, job, checkpoint, ctx)
     plan = job.plan
-    _log(ctx, f"{cfg.model} on {device.type}{f' x {group.world} processes' if group.active else ''}: "
-              f"{len(data.train_pos)} train / {len(data.val_pos)} val images, {len(data.classes)} classes, "
-              f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps{_speed_note(job.parts)}")  # fmt: skip
+    _log(
+        ctx,
+        f"{cfg.model} on {device.type}{f' x {group.world} processes' if group.active else ''}: "
+        f"{len(data.train_pos)} train / {len(data.val_pos)} val images, {len(data.classes)} classes, "
+        f"{plan.steps_per_epoch} steps per epoch, {plan.total_steps} steps{_speed_note(job.parts)}",
+    )
     if state.step >= plan.total_steps:
         _log(ctx, f"already complete ({state.step}/{plan.total_steps} steps): nothing to do")
         return
@@ -201,11 +190,30 @@ def prepare(
     threads = settings.load().train_threads
     if group.active and device.type == "cpu":  # processes sharing the cores: no thread measuring, a fixed share
         threads = threads or max(1, (os.cpu_count() or 1) // group.local_world)
-    parts = build_parts(cfg, model, device, data.labels[data.train_pos], len(data.classes), plan.steps_per_epoch,
-                        plan.total_steps, fixed_threads=threads, wrap=group.wrap if group.active else None,
-                        log=lambda msg: _log(ctx, msg))  # fmt: skip
-    return TrainJob(cfg, data, plan, parts, torch.tensor(data.labels), train_src, val_src,
-                    meta=checkpoint_meta(cfg, data.classes), split=data.fingerprint(), group=group)  # fmt: skip
+    parts = build_parts(
+        cfg,
+        model,
+        device,
+        data.labels[data.train_pos],
+        len(data.classes),
+        plan.steps_per_epoch,
+        plan.total_steps,
+        fixed_threads=threads,
+        wrap=group.wrap if group.active else None,
+        log=lambda msg: _log(ctx, msg),
+    )
+    return TrainJob(
+        cfg,
+        data,
+        plan,
+        parts,
+        torch.tensor(data.labels),
+        train_src,
+        val_src,
+        meta=checkpoint_meta(cfg, data.classes),
+        split=data.fingerprint(),
+        group=group,
+    )
 
 
 def make_sources(
@@ -227,8 +235,17 @@ def make_sources(
     cache_dir = settings.load().cache_dir
 
     def source(spec):
-        return make_source(paths, sizes, spec, cfg.cache, cache_dir, workers, caching, lambda msg: _log(ctx, msg),
-                           device_finish=device_type == "cuda")  # fmt: skip
+        return make_source(
+            paths,
+            sizes,
+            spec,
+            cfg.cache,
+            cache_dir,
+            workers,
+            caching,
+            lambda msg: _log(ctx, msg),
+            device_finish=device_type == "cuda",
+        )
 
     train_src = source(cfg.train_spec)
     return train_src, train_src if cfg.eval_spec == cfg.train_spec else source(cfg.eval_spec)
@@ -236,8 +253,15 @@ def make_sources(
 
 def checkpoint_meta(cfg: TrainConfig, classes: list[str]) -> dict[str, Any]:
     config = cfg.to_dict()  # plain lists and dicts, whatever types TrainConfig holds its specs in
-    return {"model_name": cfg.model, "task": cfg.task, "classes": list(classes), "img_size": list(cfg.img_hw),
-            "eval_spec": config["eval_spec"], "train_spec": config["train_spec"], "config": config}  # fmt: skip
+    return {
+        "model_name": cfg.model,
+        "task": cfg.task,
+        "classes": list(classes),
+        "img_size": list(cfg.img_hw),
+        "eval_spec": config["eval_spec"],
+        "train_spec": config["train_spec"],
+        "config": config,
+    }
 
 
 def restore(run: RunFolder, job: TrainJob, ckpt: dict[str, Any], ctx: JobContextLike) -> TrainState:
@@ -260,8 +284,9 @@ def epoch_batches(job: TrainJob, state: TrainState, epoch: int) -> Iterable[Batc
 
 def save_last(run: RunFolder, job: TrainJob, state: TrainState) -> None:
     if job.group.is_main:
-        runs.save_checkpoint(run.last_checkpoint,
-                             {**job.meta, **job.parts.to_checkpoint(), **state.to_checkpoint(), "split": job.split})  # fmt: skip
+        runs.save_checkpoint(
+            run.last_checkpoint, {**job.meta, **job.parts.to_checkpoint(), **state.to_checkpoint(), "split": job.split}
+        )
 
 
 def save_and_cancel(run: RunFolder, job: TrainJob, state: TrainState, ctx: JobContextLike) -> None:
@@ -270,174 +295,6 @@ def save_and_cancel(run: RunFolder, job: TrainJob, state: TrainState, ctx: JobCo
     save_last(run, job, state)
     _log(ctx, f"cancelled at step {state.step}/{job.plan.total_steps}; checkpoint saved")
     raise JobCancelled(f"cancelled at step {state.step}")
-
-
-# ---- reporting ---------------------------------------------------------------------------------------------
-
-
-class Progress:
-    """Where a run reports: metrics.jsonl, TensorBoard scalars, status.json heartbeats and job.log."""
-
-    def __init__(self, run: RunFolder, ctx: JobContextLike, tb: Any, plan: StepPlan, log_every: int):
-        """``tb`` None: a rank other than 0 of several processes, which writes nothing."""
-        self.run, self.ctx, self.tb, self.plan, self.log_every = run, ctx, tb, plan, log_every
-        self.epoch = 1  # the 1-based epoch being trained
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch + 1
-
-    def stop_before_step(self, state: TrainState) -> bool:
-        """True when the step budget is spent or a cancel was asked for (checked in that order)."""
-        return state.step >= self.plan.total_steps or self.ctx.cancel_requested()
-
-    def train_step(self, state: TrainState, lr: float) -> None:
-        """Log the window every log_every steps and at the last step; beat the heartbeat (throttled)."""
-        step, total = state.step, self.plan.total_steps
-        if self.tb is None:
-            if step % self.log_every == 0 or step == total:
-                state.window = LogWindow()
-            return
-        if step % self.log_every == 0 or step == total:
-            loss, acc, images_per_s = state.window.means()
-            record = {"step": step, "epoch": self.epoch, "train_loss": loss, "train_acc": acc, "lr": lr,
-                      "images_per_s": images_per_s, "threads": torch.get_num_threads()}  # fmt: skip
-            runs.append_metrics(self.run, record)
-            self.tb.add_scalar("Train/loss", record["train_loss"], step)
-            self.tb.add_scalar("Train/accuracy", record["train_acc"], step)
-            self.tb.add_scalar("Train/lr", record["lr"], step)
-            state.window = LogWindow()
-        self.ctx.heartbeat(step=step, total_steps=total, epoch=self.epoch,
-                           message=f"epoch {self.epoch}/{self.plan.epochs} step {step}/{total}")  # fmt: skip
-
-    def epoch_end(self, state: TrainState, result: EvalResult) -> None:
-        if self.tb is None:
-            return
-        runs.append_metrics(self.run, {"step": state.step, "epoch": self.epoch, "val_loss": result.loss, "val_acc": result.acc,
-                                       "val_f1": result.f1, "val_f1_per_class": result.f1_per_class})  # fmt: skip
-        self.tb.add_scalar("Val/loss", result.loss, state.step)
-        self.tb.add_scalar("Val/accuracy", result.acc, state.step)
-        self.tb.add_scalar("Val/f1", result.f1, state.step)
-        self.tb.flush()
-        # Step heartbeats are throttled; an epoch end always reaches status.json with its step.
-        _log(self.ctx, f"epoch {self.epoch}/{self.plan.epochs} step {state.step}/{self.plan.total_steps}: "
-                       f"val_loss {result.loss:.4f} val_acc {result.acc:.4f} val_f1 {result.f1:.4f}",
-             step=state.step, total_steps=self.plan.total_steps, epoch=self.epoch, force=True)  # fmt: skip
-
-
-# ---- one epoch, one evaluation ------------------------------------------------------------------------------
-
-
-def train_one_epoch(
-    parts: TrainParts, state: TrainState, batches: Iterable[Batch], labels: torch.Tensor, progress: Progress,
-    group: Group = SINGLE,
-) -> bool:  # fmt: skip
-    """Train over ``batches``; ``labels[batch.positions]`` are the targets. True when stopped early.
-
-    ``progress.stop_before_step`` is asked before each step (step budget, cancel), so a stop always
-    lands between two steps; with several processes the ranks agree on it (rank 0's cancel counts),
-    and an epoch ends for all when one rank's batches end."""
-    finetune.train_mode(parts.model)
-    state.window.started = time.perf_counter()  # images_per_s counts training only, not evaluation
-    if parts.governor is not None:
-        parts.governor.restart()
-    steps = iter(batches)
-    try:
-        while True:
-            batch = next(steps, None)
-            if not group.active:
-                if batch is None:
-                    return False
-                if progress.stop_before_step(state):
-                    return True
-            else:
-                stop, ended = group.any(progress.stop_before_step(state), batch is None)
-                if ended:
-                    return False
-                if stop:
-                    return True
-            train_step(parts, state, batch, labels, group)
-            progress.train_step(state, parts.scheduler.get_last_lr()[0])
-    finally:
-        close = getattr(steps, "close", None)
-        if close is not None:
-            close()  # stops a prefetching thread before anything reads the RNG state (a cancel's checkpoint)
-
-
-def train_step(parts: TrainParts, state: TrainState, batch: Batch, labels: torch.Tensor, group: Group = SINGLE) -> None:
-    """One optimizer step on ``batch`` (this rank's slice of the global batch)."""
-    x = batch.to(parts.device, parts.channels_last)
-    y = labels[batch.positions].to(parts.device, non_blocking=True)
-    with parts.autocast():
-        logits = parts.net(x)
-        loss = parts.loss_fn(logits.float(), y)
-    parts.optimizer.zero_grad(set_to_none=True)
-    # Weighted by this rank's share of the global batch: DDP's mean over ranks is then the whole batch's mean.
-    parts.scaler.scale(loss * batch.share if group.active else loss).backward()
-    parts.scaler.step(parts.optimizer)
-    parts.scaler.update()
-    parts.scheduler.step()
-    correct = (logits.argmax(1) == y).sum()
-    if group.active:
-        loss_sum, right, seen = group.sums([loss.detach() * len(y), correct, len(y)])
-        state.record_step(loss_sum / seen, int(right), int(seen))
-    else:
-        state.record_step(float(loss.detach()), int(correct), len(y))
-    parts.after_step(state.step)
-    if parts.governor is not None:
-        parts.governor.step(len(y))
-
-
-@dataclass
-class EvalResult:
-    loss: float
-    acc: float
-    f1: float  # macro F1 over the counted classes (core.evaluation.metrics.macro_f1)
-    f1_per_class: list[float | None]  # one per class; None for a class the macro F1 does not count
-    positions: np.ndarray
-    probs: np.ndarray
-    losses: np.ndarray
-
-    @property
-    def preds(self) -> np.ndarray:
-        return self.probs.argmax(1)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, batches: Iterable[Batch], labels: torch.Tensor, num_classes: int, device: torch.device,
-    channels_last: bool = False, amp_dtype: torch.dtype | None = None, group: Group = SINGLE,
-) -> EvalResult:  # fmt: skip
-    """Loss (plain cross-entropy), accuracy, macro F1 with per-class F1, and per-image probabilities.
-
-    With several processes each evaluates its ``batches`` and the results are gathered: every rank gets
-    the metrics of all validation images, in the one-process order (by position)."""
-    from core.evaluation import metrics
-
-    model.eval()
-    probs, losses, positions = [], [], []
-    for batch in batches:
-        x = batch.to(device, channels_last)
-        y = labels[batch.positions].to(device)
-        with autocast_for(device, amp_dtype):
-            logits = model(x).float()
-        losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
-        probs.append(logits.softmax(1).cpu())
-        positions.append(batch.positions)
-    p = torch.cat(probs).numpy() if probs else np.zeros((0, num_classes), np.float32)
-    loss = torch.cat(losses).numpy() if losses else np.zeros(0, np.float32)
-    pos = np.concatenate(positions) if positions else np.zeros(0, np.int64)
-    if group.active:
-        pos, p, loss = (np.concatenate(part) for part in zip(*group.gather((pos, p, loss)), strict=True))
-        order = np.argsort(pos, kind="stable")
-        pos, p, loss = pos[order], p[order], loss[order]
-    if not len(pos):
-        raise DatasetError("no validation image could be read")
-    true, pred = labels[pos].numpy(), p.argmax(1)
-    per_class = metrics.per_class_f1(true, pred, num_classes)
-    return EvalResult(
-        loss=float(loss.mean()), acc=metrics.accuracy(true, pred), f1=metrics.macro_f1(true, pred),
-        f1_per_class=[None if math.isnan(v) else float(v) for v in per_class], positions=pos, probs=p, losses=loss,
-    )  # fmt: skip
 
 
 def end_epoch(run: RunFolder, job: TrainJob, state: TrainState, epoch: int, progress: Progress) -> None:
@@ -457,8 +314,16 @@ def end_epoch(run: RunFolder, job: TrainJob, state: TrainState, epoch: int, prog
     # embedding map. One process sees every validation image in order; several see shards, and
     # `python -m core embed` computes the map afterwards instead.
     with embeddings.capture_head_inputs(model) if group.world == 1 else contextlib.nullcontext() as captured:
-        result = evaluate(model, job.feed(batches), job.labels, len(job.data.classes), parts.device,
-                          parts.channels_last, parts.amp_dtype, group)  # fmt: skip
+        result = evaluate(
+            model,
+            job.feed(batches),
+            job.labels,
+            len(job.data.classes),
+            parts.device,
+            parts.channels_last,
+            parts.amp_dtype,
+            group,
+        )
     state.epoch = epoch + 1
     progress.epoch_end(state, result)
     if result.f1 > state.best_val_f1:
@@ -467,17 +332,30 @@ def end_epoch(run: RunFolder, job: TrainJob, state: TrainState, epoch: int, prog
             frame = write_val_predictions(run, job.data, result)
             if captured is not None:
                 embeddings.save_run_embeddings(run, captured.array(), frame)
-            runs.save_checkpoint(run.best_checkpoint, {**job.meta, "model": model.state_dict(), "epoch": state.epoch,
-                                                       "step": state.step, "val_f1": result.f1})  # fmt: skip
+            runs.save_checkpoint(
+                run.best_checkpoint,
+                {
+                    **job.meta,
+                    "model": model.state_dict(),
+                    "epoch": state.epoch,
+                    "step": state.step,
+                    "val_f1": result.f1,
+                },
+            )
     save_last(run, job, state)
 
 
 def write_val_predictions(run: RunFolder, data: RunData, result: EvalResult) -> pd.DataFrame:
     rows = data.frame.iloc[result.positions]
-    frame = pd.DataFrame({
-        "path": rows["path"].astype(str).to_numpy(), "group": rows["group"].astype(str).to_numpy(),
-        "label": data.labels[result.positions], "pred": result.preds, "loss": result.losses,
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "path": rows["path"].astype(str).to_numpy(),
+            "group": rows["group"].astype(str).to_numpy(),
+            "label": data.labels[result.positions],
+            "pred": result.preds,
+            "loss": result.losses,
+        }
+    )
     probs = pd.DataFrame(result.probs, columns=[f"p{i}" for i in range(result.probs.shape[1])])
     predictions = pd.concat([frame, probs], axis=1)
     runs.write_predictions(run.val_predictions, predictions)

@@ -238,9 +238,17 @@ class TrainParts:
 
 
 def build_parts(
-    cfg: TrainConfig, model: nn.Module, device: torch.device, train_labels: np.ndarray, num_classes: int,
-    spe: int, total_steps: int, fixed_threads: int = 0, wrap: Any = None, log: Any = print,
-) -> TrainParts:  # fmt: skip
+    cfg: TrainConfig,
+    model: nn.Module,
+    device: torch.device,
+    train_labels: np.ndarray,
+    num_classes: int,
+    spe: int,
+    total_steps: int,
+    fixed_threads: int = 0,
+    wrap: Any = None,
+    log: Any = print,
+) -> TrainParts:
     """Place ``model`` on ``device`` and build its loss, optimizer, schedule, scaler and EMA from ``cfg``.
 
     ``wrap`` (e.g. DistributedDataParallel) goes around the model, torch.compile (``cfg.compile``) around that."""

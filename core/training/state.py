@@ -71,16 +71,23 @@ class TrainState:
 
     def to_checkpoint(self) -> dict[str, Any]:
         """This state's checkpoint keys; ``rng`` is the process's RNG state at the time of the call."""
-        return {"epoch": self.epoch, "step": self.step, "best_val_f1": self.best_val_f1,
-                "log_window": self.window.state(), "rng": rng_state()}  # fmt: skip
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_val_f1": self.best_val_f1,
+            "log_window": self.window.state(),
+            "rng": rng_state(),
+        }
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
         """The state a checkpoint saved (its RNG state is restored separately, by ``set_rng_state``)."""
         return cls(
-            step=int(ckpt["step"]), epoch=int(ckpt.get("epoch", 0)), best_val_f1=float(ckpt.get("best_val_f1", -1.0)),
+            step=int(ckpt["step"]),
+            epoch=int(ckpt.get("epoch", 0)),
+            best_val_f1=float(ckpt.get("best_val_f1", -1.0)),
             window=LogWindow(**ckpt.get("log_window", {})),
-        )  # fmt: skip
+        )
 
 
 # ---- RNG state as plain data -----------------------------------------------------------------------------------

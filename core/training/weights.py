@@ -232,9 +232,13 @@ def _hf_download(repo_id: str, filename: str, what: str, progress: Progress, url
     start = time.monotonic()
     try:
         path = hf_hub_download(
-            repo_id, filename, endpoint=hf_endpoint(), cache_dir=hf_cache_dir(), etag_timeout=TIMEOUT_S,
+            repo_id,
+            filename,
+            endpoint=hf_endpoint(),
+            cache_dir=hf_cache_dir(),
+            etag_timeout=TIMEOUT_S,
             tqdm_class=_line_progress_class(what, progress),
-        )  # fmt: skip
+        )
     except Exception as err:  # noqa: BLE001 - httpx, hub and OS errors alike: the same advice
         raise CheckpointError(_unreachable_message(what, url, name, folder, _reason(err))) from err
     progress(f"{what}: downloaded {filename} ({_mb(Path(path).stat().st_size)} in {time.monotonic() - start:.1f} s)")

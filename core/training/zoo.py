@@ -71,9 +71,15 @@ def _torchvision_row(name: str) -> dict[str, Any]:
     crop = default.transforms.keywords.get("crop_size", 224)  # a functools.partial: no module built
     top1 = default.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
     return _row(
-        name, "torchvision", [int(crop), int(crop)], fixed_size=_listed(models.fixed_input_size(name)),
-        imagenet_top1=top1, pretrained=True, cached=weights.url_file(default.url).is_file(), weights_url=default.url,
-    )  # fmt: skip
+        name,
+        "torchvision",
+        [int(crop), int(crop)],
+        fixed_size=_listed(models.fixed_input_size(name)),
+        imagenet_top1=top1,
+        pretrained=True,
+        cached=weights.url_file(default.url).is_file(),
+        weights_url=default.url,
+    )
 
 
 def _timm_listing() -> list[str]:
@@ -93,9 +99,14 @@ def _timm_row(name: str) -> dict[str, Any]:
     has_weights = bool(cfg.hf_hub_id or cfg.url)
     url = f"{weights.hf_endpoint()}/{cfg.hf_hub_id}" if cfg.hf_hub_id else (cfg.url or None)
     return _row(
-        name, "timm", [int(cfg.input_size[1]), int(cfg.input_size[2])], fixed_size=fixed, pretrained=has_weights,
-        cached=bool(has_weights and weights.timm_cached_file(cfg)), weights_url=url,
-    )  # fmt: skip
+        name,
+        "timm",
+        [int(cfg.input_size[1]), int(cfg.input_size[2])],
+        fixed_size=fixed,
+        pretrained=has_weights,
+        cached=bool(has_weights and weights.timm_cached_file(cfg)),
+        weights_url=url,
+    )
 
 
 def _listed(size: tuple[int, int] | None) -> list[int] | None:
@@ -120,8 +131,14 @@ def model_facts(name: str, img_size: Sequence[int] = (224, 224), num_classes: in
         params, flops = _count(name, num_classes, (h, w), "meta")
     except Exception:  # noqa: BLE001 - an op the meta device cannot run (regnet's widths use .tolist()): use the CPU
         params, flops = _count(name, num_classes, (h, w), "cpu")
-    return {**row, "img_size": [h, w], "num_classes": num_classes, "params": params,
-            "gflops": round(flops / 1e9, 3), "note": note}  # fmt: skip
+    return {
+        **row,
+        "img_size": [h, w],
+        "num_classes": num_classes,
+        "params": params,
+        "gflops": round(flops / 1e9, 3),
+        "note": note,
+    }
 
 
 def _count(name: str, num_classes: int, size: tuple[int, int], device: str) -> tuple[int, int]:
@@ -152,8 +169,14 @@ def preprocessing(name: str) -> dict[str, Any]:
         return _torchvision_preprocessing(name)
     if source == "timm":
         return _timm_preprocessing(name)
-    return {"input_size": SMALL_CNN_INPUT, "resize": None, "crop": None, "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD, "interpolation": "bilinear"}  # fmt: skip
+    return {
+        "input_size": SMALL_CNN_INPUT,
+        "resize": None,
+        "crop": None,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "interpolation": "bilinear",
+    }
 
 
 def backbone_default_pair(name: str) -> tuple[Any, Any]:
@@ -170,8 +193,14 @@ def _torchvision_preprocessing(name: str) -> dict[str, Any]:
         return {**preprocessing(models.SMALL_CNN), "input_size": (224, 224), "resize": 256, "crop": (224, 224)}
     t = default.transforms()  # torchvision's ImageClassification preset for these weights
     crop = int(t.crop_size[0])
-    return {"input_size": (crop, crop), "resize": int(t.resize_size[0]), "crop": (crop, crop), "mean": list(t.mean),
-            "std": list(t.std), "interpolation": t.interpolation.value}  # fmt: skip
+    return {
+        "input_size": (crop, crop),
+        "resize": int(t.resize_size[0]),
+        "crop": (crop, crop),
+        "mean": list(t.mean),
+        "std": list(t.std),
+        "interpolation": t.interpolation.value,
+    }
 
 
 def _timm_preprocessing(name: str) -> dict[str, Any]:
@@ -184,8 +213,14 @@ def _timm_preprocessing(name: str) -> dict[str, Any]:
     h, w = int(data["input_size"][1]), int(data["input_size"][2])
     # timm's eval transform: resize the shorter side to size / crop_pct, then centre-crop the input size
     resize = math.floor(min(h, w) / data["crop_pct"]) if data.get("crop_mode", "center") == "center" else min(h, w)
-    return {"input_size": (h, w), "resize": int(resize), "crop": (h, w), "mean": list(data["mean"]),
-            "std": list(data["std"]), "interpolation": str(data["interpolation"])}  # fmt: skip
+    return {
+        "input_size": (h, w),
+        "resize": int(resize),
+        "crop": (h, w),
+        "mean": list(data["mean"]),
+        "std": list(data["std"]),
+        "interpolation": str(data["interpolation"]),
+    }
 
 
 # ---- speed on this machine -------------------------------------------------------------------------------
@@ -248,8 +283,10 @@ def _time_model(name, size, batch_size, steps, channels_last, device, num_classe
     train_s = _timed(train_step, steps, device)
     net.eval()
     infer_s = _timed(infer_step, steps, device)
-    return {"train_images_per_s": round(batch_size * steps / train_s, 1),
-            "infer_images_per_s": round(batch_size * steps / infer_s, 1)}  # fmt: skip
+    return {
+        "train_images_per_s": round(batch_size * steps / train_s, 1),
+        "infer_images_per_s": round(batch_size * steps / infer_s, 1),
+    }
 
 
 def _timed(step, steps: int, device) -> float:
