@@ -439,7 +439,9 @@ def test_named_pairs_save_list_load(tmp_path, monkeypatch):
     train, eval_ = T.PRESETS["center-crop"]
     path = T.save_named_pair("crop-v1", train, eval_)
     assert path == tmp_path / "specs" / "crop-v1.json"
-    T.save_named_pair("crop-v1", train, eval_)  # overwrite is fine
+    with pytest.raises(SpecError, match="already exists"):
+        T.save_named_pair("crop-v1", train, eval_)  # never silently replaced
+    T.save_named_pair("crop-v1", train, eval_, overwrite=True)
     T.save_named_pair("b.2", *T.PRESETS["baseline"])
     assert T.list_named_pairs() == ["b.2", "crop-v1"]
     assert T.load_named_pair("crop-v1") == (T.validate_spec(train), T.validate_spec(eval_))

@@ -31,6 +31,11 @@ def isolated_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # is_offline() sets it; undone after the test
     monkeypatch.delenv(weights.OFFLINE_ENV, raising=False)
+    # huggingface_hub read HF_HUB_OFFLINE when it was imported (the suite runs with WORKBENCH_OFFLINE=1,
+    # which sets it): these tests decide the network switch themselves, so reset the hub's own copy.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     yield
     torch.hub.set_dir(before_hub)
     torch.set_num_threads(before_threads)
