@@ -13,6 +13,9 @@ import hashlib
 import json
 import os
 import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ import streamlit as st
 
 from app import widgets
 from app.widgets import plain
-from core import settings
+from core import cachebudget, settings
 from core.errors import WorkbenchError
 from core.specs import transforms
 
@@ -31,6 +34,13 @@ WHICH_LABEL = {"train": "training", "eval": "evaluation"}
 DEFAULT_PRESETS = {"A": "baseline", "B": "light"}
 PATTERN = "pattern:"  # source key of the built-in test pattern
 MAX_SAMPLES = 8
+# Uploaded images are kept (content-addressed) under <cache_dir>/uploads so the image opener can read
+# them; past this many bytes the least recently used go (never the one just uploaded).
+UPLOADS_BUDGET_BYTES = 256 * 1024 * 1024
+# In-memory caches of this page, bounded by bytes (see ByteBudgetCache): the decoded source images, and
+# the previews (samples and model-input views) computed from them.
+SOURCE_CACHE_BYTES = 128 * 1024 * 1024
+PREVIEW_CACHE_BYTES = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -84,20 +94,94 @@ def _save_upload(name: str, data: bytes) -> str:
     if suffix not in images.IMAGE_EXTENSIONS:
         suffix = ".img"
     digest = hashlib.sha256(data).hexdigest()[:24]
-    path = settings.load().cache_dir / "uploads" / f"{digest}{suffix}"
-    if not path.exists():
+    folder = settings.load().cache_dir / "uploads"
+    path = folder / f"{digest}{suffix}"
+    if path.exists():
+        cachebudget.touch_used(path)  # uploaded again: the most recently used now
+    else:
         atomic_write_bytes(path, data)
+    cachebudget.enforce_budget(folder, UPLOADS_BUDGET_BYTES, protected=[path])
     return str(path)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+class ByteBudgetCache:
+    """A least-recently-used cache of numpy arrays (or objects holding them) bounded by their bytes.
+
+    Streamlit's ``cache_data(max_entries=N)`` bounds the number of entries, but one entry here may be a
+    few KB (eight 128×96 samples) or tens of MB (a 12-Mpx stage of a model-input view), so counting
+    entries bounds nothing. This one keeps at most ``max_bytes`` of array data (a value larger than
+    that is returned but never kept). It lives in the server process and is shared by every session,
+    like cache_data; values are made read-only because every caller gets the same objects.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # sessions run in threads of one process
+
+    def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value of ``key``, else ``compute()`` (kept when it fits); errors are not cached."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key][0]
+        value = compute()  # outside the lock: a slow preview does not hold up other sessions
+        size = _freeze_arrays(value)
+        with self._lock:
+            if size <= self.max_bytes and key not in self._items:
+                self._items[key] = (value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _key, (_value, dropped) = self._items.popitem(last=False)
+                    self._bytes -= dropped
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+
+def _freeze_arrays(value: Any) -> int:
+    """Bytes of the numpy arrays in ``value`` (an array, a list of them, or a ModelInputView), each made
+    read-only on the way."""
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+        return value.nbytes
+    if isinstance(value, (list, tuple)):
+        return sum(_freeze_arrays(item) for item in value)
+    if hasattr(value, "stages"):  # a ModelInputView: its pictures
+        return sum(_freeze_arrays(stage.image) for stage in value.stages)
+    return 0
+
+
+_SOURCES = ByteBudgetCache(SOURCE_CACHE_BYTES)
+_PREVIEWS = ByteBudgetCache(PREVIEW_CACHE_BYTES)
+
+
 def source_array(source: str) -> np.ndarray:
-    """The picked image as uint8 HxWx3 (decoded once per source). Raises WorkbenchError."""
+    """The picked image as uint8 HxWx3, read-only (decoded once per source while it fits the cache).
+    Raises WorkbenchError."""
+    return _SOURCES.get(source, lambda: _decode_source(source))
+
+
+def _decode_source(source: str) -> np.ndarray:
     if source.startswith(PATTERN):
-        return np.asarray(transforms.test_pattern())
+        return np.array(transforms.test_pattern())
     from core.data import images
 
-    return np.asarray(images.open_rgb(source.split("\x00")[0]))
+    return np.array(images.open_rgb(source.split("\x00")[0]))
 
 
 def _file_source(path: str) -> str:
@@ -463,14 +547,18 @@ def _pair_check(pipe: str, train: list[dict], eval_: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------- previews
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
 def _samples(source: str, spec_json: str, n: int, seed: int) -> list[np.ndarray]:
-    return transforms.preview_samples(source_array(source), json.loads(spec_json), n, seed)
+    return _PREVIEWS.get(
+        ("samples", source, spec_json, n, seed),
+        lambda: transforms.preview_samples(source_array(source), json.loads(spec_json), n, seed),
+    )
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
 def _view(source: str, spec_json: str, seed: int) -> transforms.ModelInputView:
-    return transforms.model_input_view(source_array(source), json.loads(spec_json), seed)
+    return _PREVIEWS.get(
+        ("view", source, spec_json, seed),
+        lambda: transforms.model_input_view(source_array(source), json.loads(spec_json), seed),
+    )
 
 
 def samples_grid(source: str, caption: str, specs: dict[str, tuple | None], n: int, seed: int) -> None:

@@ -41,6 +41,22 @@ def overview(index: datasets.DatasetIndex) -> None:
     left.caption(f"{index.format} format · {widgets.plain(index.root)}")
     if right.button("Rescan", key="dataset_rescan", help="Read the folder again instead of the saved index"):
         rescan(index.root)
+    cache_caption()
+
+
+@st.cache_data(ttl=30, max_entries=4, show_spinner=False)
+def _cache_usage(cache_dir: str) -> dict[str, int]:
+    from core import cachebudget
+
+    return cachebudget.cache_usage(cache_dir)  # walks a few folders: refreshed every 30 s, not every rerun
+
+
+def cache_caption() -> None:
+    """Disk used by the workbench's caches (each is bounded and safe to delete)."""
+    cache_dir = settings.load().cache_dir
+    usage = _cache_usage(str(cache_dir))
+    parts = " · ".join(f"{name} {size / 1e6:,.1f} MB" for name, size in usage.items())
+    st.caption(f"Caches in {widgets.plain(str(cache_dir))}: {parts}")
 
 
 def rescan(root: str) -> None:

@@ -92,6 +92,29 @@ def enforce_budget(
     return result
 
 
+# The caches under settings.cache_dir, by the name the Dataset page shows: the thumbnail SQLite file
+# (core.data.thumbnails), decoded-image memmaps (core.training.loader), images uploaded on the
+# Augmentations page, and the persisted dataset indexes (core.data.index_store).
+CACHE_FOLDERS = {"thumbnails": "thumbs", "decoded": "decoded", "uploads": "uploads", "index": "index"}
+
+
+def cache_usage(cache_dir: str | os.PathLike) -> dict[str, int]:
+    """Bytes on disk of each cache under ``cache_dir`` (names as in CACHE_FOLDERS; a missing one is 0)."""
+    return {name: folder_bytes(Path(cache_dir) / sub) for name, sub in CACHE_FOLDERS.items()}
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """Total size of the files under ``folder`` (links not followed; files vanishing meanwhile skipped)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
 def _entries(root: Path, protected: list[Path], group: Callable[[Path], str] | None, fresh_after: float) -> dict:
     entries: dict[str, _Entry] = {}
     if not root.is_dir():

@@ -140,8 +140,42 @@ def prepare_run_folder(args: argparse.Namespace, cfg, overrides: dict):
         run = runs.create_run_folder(settings.load().models_dir)
     if run.last_checkpoint.is_file() and set(overrides) - RESUMABLE_CHANGES:
         raise RunError(f"run {run.id} has a checkpoint: resume it without flags, or train into a new run folder")
-    runs.write_config(run, {**cfg.to_dict(), "kind": "train"})
+    config = {**cfg.to_dict(), "kind": "train"}
+    if not (run.config.is_file() and runs.read_config(run) == config):
+        write_config_unless_busy(run, config)  # unchanged: nothing to write (run_job refuses a busy run)
     return run
+
+
+def write_config_unless_busy(run, config: dict) -> None:
+    """Write config.json only while no other process writes the run: a running job reads it (a resume
+    replays from it), so a second ``train --run X`` must refuse before changing it, not after.
+
+    This process may already hold the run's lock: handed over by jobs.launch (the app started it), or
+    held by torchrun for the group whose rank 0 this is (the command that started torchrun checked)."""
+    from core import runs
+    from core.training import distributed
+
+    if distributed.in_torchrun() or _holds_handed_lock(run):
+        runs.write_config(run, config)
+        return
+    # A job holds this lock from its launch to its end (a queued job too, while it waits for a slot), so
+    # taking it is the whole check: RunError "already being written by pid N" when a job has the run.
+    fd = runs.lock_run_folder(run)
+    try:
+        runs.write_config(run, config)
+    finally:
+        runs.unlock_run_folder(fd)
+
+
+def _holds_handed_lock(run) -> bool:
+    """True when jobs.launch handed this process the run's locked descriptor (it is left for run_job)."""
+    from core.runs import jobs
+
+    try:
+        fd = int(os.environ.get(jobs._LOCK_FD_ENV, ""))
+        return os.fstat(fd).st_ino == os.stat(run.lock).st_ino
+    except (ValueError, OSError):
+        return False
 
 
 def apply_overrides(cfg, overrides: dict):

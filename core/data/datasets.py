@@ -75,7 +75,9 @@ PHOTOS = tuple(PHOTO_MASK)
 # How person folders spell the gender: file-format words, in the encoding's gender order.
 FOLDER_GENDERS = ("male", "female")
 # `{id}_{gender}_{race}_{age}`; real ids include a suffix such as 001498-1.
-PERSON_RE = re.compile(r"^(?P<id>\d+(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[^_]+)_(?P<age>\d{1,3})$", re.I)
+# Used with fullmatch ("$" would accept a trailing newline); ids and ages are ASCII digits (\d is any
+# Unicode digit).
+PERSON_RE = re.compile(r"(?P<id>[0-9]+(?:-[0-9]+)?)_(?P<gender>male|female)_(?P<race>[^_]+)_(?P<age>[0-9]{1,3})", re.I)
 
 FRAME_COLUMNS = [
     "path", "rel", "label", "class_name", "group", "person_id",
@@ -294,7 +296,7 @@ def _looks_like_people(folder: Path) -> bool:
         names = [e.name for e in os.scandir(folder) if e.is_dir() and not images.is_junk(e.name)][:200]
     except OSError:
         return False
-    return bool(names) and sum(bool(PERSON_RE.match(n)) for n in names) * 2 >= len(names)
+    return bool(names) and sum(bool(PERSON_RE.fullmatch(n)) for n in names) * 2 >= len(names)
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -327,7 +329,7 @@ def _list_units(tree: FolderTree, fmt: str, base: Path, manifest: Path | None, k
 
 
 def _person_name_ok(tree: FolderTree, person: os.DirEntry) -> bool:
-    match = PERSON_RE.match(person.name)
+    match = PERSON_RE.fullmatch(person.name)
     if not match:
         tree.problem(
             person.path,
@@ -352,7 +354,7 @@ def _walk_unit(tree: FolderTree, fmt: str, entry) -> list[_Candidate]:
         return _class_candidates(tree, entry)
     if not tree.first_visit(entry):
         return []
-    match = PERSON_RE.match(entry.name)
+    match = PERSON_RE.fullmatch(entry.name)
     gender = FOLDER_GENDERS.index(match["gender"].lower())
     return _person_photos(tree, entry, match["id"], gender, int(match["age"]))
 

@@ -41,7 +41,8 @@ JOURNAL_COLUMNS = ["name", "tags", "starred", "archived", "sweep", "trial"]
 MAX_NAME = 200
 MAX_NOTES_BYTES = 1 << 20  # notes are prose, not a place for data
 # Tags are typed on a command line and shown as chips: one word, no spaces or commas.
-_TAG_OK = re.compile(r"^[^\W][\w.:/+-]{0,49}$")
+# fullmatch: "$" would also accept a trailing newline.
+_TAG_OK = re.compile(r"[^\W][\w.:/+-]{0,49}")
 
 
 def journal_path(run: RunFolder) -> Path:
@@ -124,7 +125,7 @@ def set_name(run: RunFolder, name: str | None) -> dict[str, Any]:
 
 def check_tag(tag: str) -> str:
     tag = str(tag).strip()
-    if not _TAG_OK.match(tag):
+    if not _TAG_OK.fullmatch(tag):
         raise RunError(
             f"tag {tag!r} is not allowed: one word of at most 50 letters, digits or . : / + - _ "
             "(no spaces or commas), starting with a letter or digit"

@@ -20,6 +20,11 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 # torchvision's AutoAugmentPolicy values, spelled out so the registry needs no torch (a test compares them)
 AUTO_AUGMENT_POLICIES = ("imagenet", "cifar10", "svhn")
 
+# The largest image a spec may make (core.specs.spec checks every step): a side, and height x width (a
+# 4000x3000 photo). A size parameter's range stops at the side limit so the page's widgets show it.
+MAX_OUTPUT_SIDE = 4096
+MAX_OUTPUT_PIXELS = 12_000_000
+
 REQUIRED = object()  # marks a parameter without a torchvision default; the page offers ParamInfo.suggest
 
 
@@ -83,7 +88,7 @@ def _prob(default: float = 0.5) -> ParamInfo:
 
 def _size(suggest: list[int], scalar: str = "") -> ParamInfo:
     return ParamInfo(
-        "size", "size", REQUIRED, 1, 8192, scalar=scalar, suggest=suggest, help="[height, width] in pixels"
+        "size", "size", REQUIRED, 1, MAX_OUTPUT_SIDE, scalar=scalar, suggest=suggest, help="[height, width] in pixels"
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from core.errors import SpecError
-from core.specs.ops import IMAGENET_MEAN, IMAGENET_STD, REQUIRED, ParamInfo
+from core.specs.ops import IMAGENET_MEAN, IMAGENET_STD, MAX_OUTPUT_SIDE, REQUIRED, ParamInfo
 from core.specs.spec import Step, TransformSpec, check_param
 
 _NORMALIZE = {"op": "Normalize", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
@@ -60,7 +60,7 @@ def preset_pair(name: str, img_size: Sequence[int] | None = None) -> tuple[Trans
     train, eval_ = (TransformSpec.parse(s) for s in PRESETS[name])
     if img_size is None:
         return train, eval_
-    size = check_param(ParamInfo("img_size", "size", REQUIRED, 1, 8192), list(img_size), f"preset {name}")
+    size = check_param(ParamInfo("img_size", "size", REQUIRED, 1, MAX_OUTPUT_SIDE), list(img_size), f"preset {name}")
     return _with_final_size(train, tuple(size)), _with_final_size(eval_, tuple(size))
 
 

@@ -26,7 +26,12 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from core.errors import SpecError
-from core.specs.ops import OPS, OpInfo, ParamInfo, is_deterministic
+from core.specs.ops import MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, OPS, OpInfo, ParamInfo, is_deterministic
+
+# Limits on what a spec may ask for, so that a 1 KB imported spec cannot make a preview (run in the server
+# process) or a training batch allocate gigabytes: at most MAX_STEPS steps, and no step may make an image
+# larger than MAX_OUTPUT_SIDE a side or MAX_OUTPUT_PIXELS in all (ops.py, beside the registry's bounds).
+MAX_STEPS = 64
 
 # ---- parameter checks -------------------------------------------------------------------------------
 
@@ -149,6 +154,41 @@ def _check_order(steps: Sequence[Mapping[str, Any]]) -> None:
             )
 
 
+def _check_sizes(steps: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a step that would make an image over MAX_OUTPUT_SIDE or MAX_OUTPUT_PIXELS.
+
+    What is followed is the spec's own contribution: the sizes its steps set (Resize, crops) plus the
+    borders they add (Pad, RandomCrop's padding), starting from a 0x0 input. Until a step sets the size,
+    the input's own size comes on top, and that is bounded where images are opened (core.data.images).
+    The same walk as core.specs.geometry.simulate, which needs a real input size (and imports this module).
+    """
+    h = w = 0
+    for i, step in enumerate(steps):
+        name = step["op"]
+        if name == "RandomCrop" and step["padding"]:
+            pad = step["padding"]
+            _check_size(i, name, h + 2 * pad, w + 2 * pad)  # padded first, then cropped
+        if name in ("Resize", "RandomResizedCrop", "CenterCrop", "RandomCrop"):
+            h, w = step["size"]
+        elif name == "Pad":
+            h, w = h + 2 * step["padding"], w + 2 * step["padding"]
+        _check_size(i, name, h, w)
+
+
+def _check_size(index: int, op_name: str, h: int, w: int) -> None:
+    where = step_where(index, op_name)
+    if max(h, w) > MAX_OUTPUT_SIDE:
+        raise SpecError(
+            f"{where}: the image would grow to at least {h}×{w}; at most {MAX_OUTPUT_SIDE} pixels a side are "
+            "allowed (use smaller sizes or borders)"
+        )
+    if h * w > MAX_OUTPUT_PIXELS:
+        raise SpecError(
+            f"{where}: the image would grow to at least {h}×{w} = {h * w:,} pixels; at most "
+            f"{MAX_OUTPUT_PIXELS:,} pixels are allowed (use smaller sizes or borders)"
+        )
+
+
 # ---- the validated types ----------------------------------------------------------------------------
 
 
@@ -220,8 +260,12 @@ class TransformSpec(Sequence[Step]):
         if isinstance(raw, TransformSpec):
             return raw
         try:
-            steps = tuple(_as_step(validate_step(step, i)) for i, step in enumerate(_step_list(raw)))
+            raw_steps = _step_list(raw)
+            if len(raw_steps) > MAX_STEPS:
+                raise SpecError(f"the spec has {len(raw_steps)} steps; at most {MAX_STEPS} are allowed")
+            steps = tuple(_as_step(validate_step(step, i)) for i, step in enumerate(raw_steps))
             _check_order(steps)
+            _check_sizes(steps)
         except SpecError as err:
             if source is None:
                 raise
