@@ -282,3 +282,20 @@ def test_two_gpus_through_torchrun(demo_root, tmp_path):
     run = runs.open_run(folder)
     assert runs.read_status(run)["state"] == "completed"
     assert runs.load_checkpoint(run.last_checkpoint)["step"] == 8
+
+
+def test_the_gpu_bench_runs_end_to_end_in_its_cpu_smoke_mode(tmp_path):
+    """bench/gpu.py is run on a GPU machine only now and then: its CPU smoke mode keeps it from rotting."""
+    import json
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(repo / "bench" / "gpu.py"), "--cpu-smoke", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    figures = json.loads(out.read_text())["models"]["small_cnn"]
+    assert "error" not in figures, figures
+    assert figures["train"]["fp32"]["images_per_s"] > 0 and figures["loader"]["cache_images_per_s"] > 0
