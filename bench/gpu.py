@@ -154,9 +154,9 @@ def train_rate(
     from core.training import models
     from core.training.config import TrainConfig
     from core.training.loader import prefetched
-    from core.training.steps import train_step
     from core.training.parts import build_parts
     from core.training.state import TrainState
+    from core.training.steps import train_step
 
     num_classes = int(labels.max()) + 1
     cfg = TrainConfig(
