@@ -257,3 +257,13 @@ def wait_for_app(page) -> None:
         "!document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
         timeout=60_000,
     )
+
+
+@pytest.fixture
+def jobs_env(tmp_path, monkeypatch):
+    """Private models and cache folders and one job slot; launched jobs inherit them through os.environ."""
+    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")
+    (tmp_path / "models").mkdir()
+    return tmp_path

@@ -88,12 +88,8 @@ def test_the_preview_cache_never_holds_more_than_its_byte_budget():
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")
-    (tmp_path / "models").mkdir()
-    return tmp_path
+def env(jobs_env):
+    return jobs_env  # conftest: private models and cache folders, one job slot
 
 
 def test_train_on_a_running_run_leaves_its_config_alone(env, capsys):

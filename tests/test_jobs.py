@@ -21,13 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Private models/cache folders; launched jobs inherit them through os.environ."""
-    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")
-    (tmp_path / "models").mkdir()
-    return tmp_path
+def env(jobs_env):
+    return jobs_env  # conftest: private models and cache folders, one job slot
 
 
 def make_run(env: Path, name: str = "r1", kind: str = "hold") -> runs.RunFolder:

@@ -18,13 +18,8 @@ from tests.conftest import wait_state
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    """Private models and cache folders (launched jobs inherit them through os.environ)."""
-    monkeypatch.setenv("WORKBENCH_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("WORKBENCH_MAX_JOBS", "1")
-    (tmp_path / "models").mkdir()
-    return tmp_path
+def env(jobs_env):
+    return jobs_env  # conftest: private models and cache folders, one job slot
 
 
 def tiny_config(data: Path, size=(32, 24), **fields) -> dict:
