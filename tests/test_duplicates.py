@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from core.__main__ import main as cli_main
+from core.cli.explain import image_files
 from core.data import datasets, demo, demo_plants, duplicates
 
 PLANTS = {"exact": 4, "near": 6, "dark": 2, "bright": 2, "blurry": 2}
@@ -25,11 +26,7 @@ def planted(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
 
 
 def all_images(root: Path) -> list[str]:
-    return sorted(
-        str(p)
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix in (".jpg", ".jpeg", ".png") and not p.name.startswith(".")
-    )
+    return image_files(root)[1]  # the CLI's and the Dataset page's own list of a folder's images
 
 
 def precision_recall(found: set, truth: set) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from core.__main__ import main as cli_main
+from core.cli.explain import image_files
 from core.data import demo, demo_plants, images, quality
 
 PLANTS = {"exact": 1, "near": 1, "dark": 5, "bright": 5, "blurry": 5}
@@ -23,11 +24,7 @@ def planted(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
 
 
 def all_images(root: Path) -> list[str]:
-    return sorted(
-        str(p)
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix in (".jpg", ".jpeg", ".png") and not p.name.startswith(".")
-    )
+    return image_files(root)[1]  # the CLI's and the Dataset page's own list of a folder's images
 
 
 def test_planted_dark_bright_and_blurred_photos_are_found(planted):
